@@ -1,0 +1,4 @@
+from edgetl.cli import main
+
+if __name__ == "__main__":
+    main()

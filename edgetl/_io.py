@@ -1,0 +1,152 @@
+"""Small file helpers shared by every stage: atomic writes, hashing, JSON.
+
+Every artifact edgetl writes goes through :func:`atomic_write` (temp file in the same
+directory, fsync, ``os.replace``) so a crash or kill -9 never leaves a half-written file.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import ArtifactError, ExistsError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success fsync it and rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write bytes or text to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(o: Any):
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "item"):  # numpy scalars
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "value"):  # Enums
+        return o.value
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    """Read JSON, turning a missing or malformed file into one clear ArtifactError."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{what} not found: {path}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{what} {path} is not valid JSON ({e}); re-create it with edgetl") from None
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_output_dir(path: Path, *, force: bool, what: str, resume_hint: bool = False) -> None:
+    """Refuse to reuse a non-empty output directory unless ``force``."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not force:
+        hint = " --resume to continue it, or" if resume_hint else ""
+        raise ExistsError(f"{what} {path} already exists: pass{hint} --force to overwrite, or choose another --out")
+
+
+class RunLock:
+    """An exclusive lock file in a run folder, so two processes never write the same run.
+
+    The lock holds the owner's pid; a lock left by a dead process (kill -9) is taken over.
+    """
+
+    def __init__(self, folder: Path, name: str = ".edgetl.lock"):
+        self.path = Path(folder) / name
+        self._held = False
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and pid != os.getpid() and _pid_alive(pid):
+                    raise ArtifactError(
+                        f"{self.path.parent} is being written by another edgetl process (pid {pid}); "
+                        f"wait for it, or delete {self.path} if that process is gone"
+                    ) from None
+                self.path.unlink(missing_ok=True)  # stale: its owner died
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            self._held = True
+            return self
+        raise ArtifactError(f"could not take the lock {self.path}; delete it and retry")
+
+    def __exit__(self, *exc) -> None:
+        if self._held:
+            self.path.unlink(missing_ok=True)
+            self._held = False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child still "exists"; look at /proc where we can
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True

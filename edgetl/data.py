@@ -1,0 +1,280 @@
+"""ImageFolder datasets that survive real photos.
+
+    ds = load_imagefolder("photos/", val_fraction=0.2, seed=0)   # -> DatasetSplit
+    train = ImageDataset(ds.train, preprocess, augment="light", cache=ImageCache())
+
+Layout: ``DATA/train/<class>/*`` and ``DATA/val/<class>/*``; with no ``val/`` (or a flat
+``DATA/<class>/*``) a seeded, class-stratified split is drawn. Corrupt, truncated and non-image
+files are skipped with a count and one warning; every image becomes RGB with EXIF orientation
+applied. The decode-and-resize cache stores each image once, already resized to the backbone's
+``resize`` side, so later epochs (and later runs) skip JPEG decoding entirely.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import random
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ._io import atomic_path
+from .errors import DataError, RuntimeInputError
+from .preprocess import IMAGE_EXTENSIONS, Preprocess, load_image
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+
+
+@dataclasses.dataclass
+class DatasetSplit:
+    """The files of a dataset, split, with class names in label order."""
+
+    root: Path
+    classes: list[str]
+    train: list[Sample]
+    val: list[Sample]
+    val_source: str  # "val/ folder" or "stratified split of train (fraction F, seed S)"
+    skipped: dict = dataclasses.field(default_factory=dict)  # reason -> count
+
+    def summary(self) -> str:
+        return (f"{len(self.classes)} classes, {len(self.train)} train / {len(self.val)} val images "
+                f"({self.val_source})")
+
+
+def _class_dirs(d: Path) -> list[Path]:
+    return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _list_class(d: Path) -> tuple[list[Path], list[Path]]:
+    """(image files, other files) under a class folder, recursively, sorted."""
+    images, other = [], []
+    for root, dirs, files in os.walk(d):
+        dirs[:] = sorted(x for x in dirs if not x.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            p = Path(root) / name
+            (images if p.suffix.lower() in IMAGE_EXTENSIONS else other).append(p)
+    return images, other
+
+
+def _scan(split_dir: Path) -> tuple[dict[str, list[Path]], int]:
+    if not split_dir.is_dir():
+        raise DataError(f"{split_dir} is not a directory: point DATA at an ImageFolder tree (DATA/train/<class>/*.jpg)")
+    classes = _class_dirs(split_dir)
+    if not classes:
+        raise DataError(
+            f"{split_dir} has no class folders: put images in {split_dir}/<class_name>/ (one folder per class)")
+    out, others = {}, 0
+    for c in classes:
+        images, other = _list_class(c)
+        others += len(other)
+        if not images:
+            raise DataError(f"class folder {c} has no images ({', '.join(IMAGE_EXTENSIONS[:4])}, ...): add some or remove the folder")
+        out[c.name] = images
+    if len(out) < 2:
+        raise DataError(f"{split_dir} has only one class ({next(iter(out))}): a classifier needs at least 2 class folders")
+    return out, others
+
+
+def load_imagefolder(root: str | Path, *, val_fraction: float = 0.2, seed: int = 0) -> DatasetSplit:
+    """Scan an ImageFolder tree into a :class:`DatasetSplit` (no image is decoded here)."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"dataset directory not found: {root}")
+    if not root.is_dir():
+        raise DataError(f"{root} is not a directory: point DATA at an ImageFolder tree (DATA/train/<class>/*.jpg)")
+    if not any(root.iterdir()):
+        raise DataError(f"dataset directory {root} is empty: add DATA/train/<class>/*.jpg (and optionally DATA/val/)")
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"val fraction must be between 0 and 1, got {val_fraction}")
+    train_dir = root / "train" if (root / "train").is_dir() else root
+    train, other = _scan(train_dir)
+    skipped = {"not an image": other} if other else {}
+    classes = sorted(train)
+    if (root / "val").is_dir():
+        val, vother = _scan(root / "val")
+        if vother:
+            skipped["not an image"] = skipped.get("not an image", 0) + vother
+        if sorted(val) != classes:
+            only_t = sorted(set(classes) - set(val))
+            only_v = sorted(set(val) - set(classes))
+            raise DataError(
+                f"class folders differ between {train_dir} and {root / 'val'} "
+                f"(only in train: {only_t or '-'}; only in val: {only_v or '-'}): give both the same class folders")
+        tr = [Sample(p, i) for i, c in enumerate(classes) for p in train[c]]
+        va = [Sample(p, i) for i, c in enumerate(classes) for p in val[c]]
+        source = "val/ folder"
+    else:
+        tr, va = [], []
+        rng = random.Random(seed)
+        for i, c in enumerate(classes):  # stratified: the same fraction of every class
+            files = list(train[c])
+            rng.shuffle(files)
+            n_val = max(1, round(len(files) * val_fraction)) if len(files) > 1 else 0
+            va += [Sample(p, i) for p in sorted(files[:n_val])]
+            tr += [Sample(p, i) for p in sorted(files[n_val:])]
+        source = f"stratified split of {train_dir.name} (val fraction {val_fraction}, seed {seed})"
+    if not va:
+        raise DataError(f"{root}: no validation images; add DATA/val/<class>/ or more images per class")
+    split = DatasetSplit(root, classes, tr, va, source, skipped)
+    if other:
+        log.warning("skipped %d non-image file(s) under %s", sum(skipped.values()), root)
+    return split
+
+
+def stratified_sample(samples: Sequence[Sample], n: int, seed: int = 0) -> list[Sample]:
+    """Up to ``n`` samples, the same share from every class, reproducibly."""
+    if n >= len(samples):
+        return list(samples)
+    by_class: dict[int, list[Sample]] = {}
+    for s in samples:
+        by_class.setdefault(s.label, []).append(s)
+    rng = random.Random(seed)
+    for v in by_class.values():
+        rng.shuffle(v)
+    out: list[Sample] = []
+    # round-robin over classes so small classes are not squeezed out
+    while len(out) < n:
+        progressed = False
+        for lbl in sorted(by_class):
+            if by_class[lbl] and len(out) < n:
+                out.append(by_class[lbl].pop())
+                progressed = True
+        if not progressed:
+            break
+    return sorted(out, key=lambda s: (s.label, str(s.path)))
+
+
+# --- decode-and-resize cache --------------------------------------------------------------
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("EDGETL_CACHE", Path.home() / ".cache" / "edgetl"))
+
+
+class ImageCache:
+    """Decoded images resized to the preprocessing's shorter side, as .npy files on disk.
+
+    Keyed by absolute path, mtime, size, resize side and interpolation, so an edited photo
+    or a backbone with other preprocessing never reads a stale entry.
+    """
+
+    def __init__(self, root: Path | None = None, enabled: bool = True):
+        self.root = Path(root or default_cache_dir()) / "images"
+        self.enabled = enabled
+
+    def key(self, path: Path, pp: Preprocess) -> Path:
+        st = path.stat()
+        raw = f"{path.resolve()}|{st.st_mtime_ns}|{st.st_size}|{pp.resize}|{pp.interpolation}|v1"
+        h = hashlib.sha1(raw.encode()).hexdigest()
+        return self.root / h[:2] / f"{h}.npy"
+
+    def load(self, path: Path, pp: Preprocess) -> Image.Image:
+        """The image resized to ``pp.resize`` (decoding only on a cache miss)."""
+        if not self.enabled:
+            return pp.resize_image(load_image(path))
+        k = self.key(path, pp)
+        try:
+            return Image.fromarray(np.load(k, allow_pickle=False))
+        except (FileNotFoundError, ValueError, OSError):
+            pass
+        img = pp.resize_image(load_image(path))
+        k.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(k) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, np.asarray(img, dtype=np.uint8), allow_pickle=False)
+        return img
+
+
+def validate(samples: Sequence[Sample], pp: Preprocess, cache: ImageCache, *,
+             workers: int | None = None, progress: Callable[[int], None] | None = None,
+             where: str = "") -> tuple[list[Sample], dict[str, int]]:
+    """Decode every sample once (filling the cache); drop the unreadable ones.
+
+    Returns the readable samples and a reason -> count dict. One warning names the count and
+    the first bad file, never one line per file.
+    """
+    def check(s: Sample):
+        try:
+            cache.load(s.path, pp)
+            return None
+        except RuntimeInputError as e:
+            return str(e)
+
+    workers = workers or min(4, os.cpu_count() or 1)
+    good, bad = [], []
+    with ThreadPoolExecutor(workers) as ex:  # PIL decodes with the GIL released
+        for s, err in zip(samples, ex.map(check, samples)):
+            (bad.append((s, err)) if err else good.append(s))
+            if progress:
+                progress(1)
+    counts = Counter("corrupt or unreadable" for _ in bad)
+    if bad:
+        log.warning("skipped %d unreadable image(s)%s, e.g. %s", len(bad), f" in {where}" if where else "", bad[0][1])
+    if not good:
+        raise DataError(f"no readable images{' in ' + where if where else ''}: check the files (first error: {bad[0][1]})")
+    return good, dict(counts)
+
+
+# --- torch side ---------------------------------------------------------------------------
+
+def build_transform(pp: Preprocess, augment: str = "none"):
+    """torchvision transform from a cached (already resized) PIL image to a normalised tensor.
+
+    ``none`` is exactly the eval transform (center crop + normalise), matching the runtime.
+    """
+    import torch
+    from torchvision import transforms as T
+
+    def to_tensor(img) -> "torch.Tensor":
+        return torch.from_numpy(pp.normalize(np.asarray(img, dtype=np.uint8)))
+
+    if augment == "none":
+        return lambda img: to_tensor(pp.center_crop(np.asarray(img, dtype=np.uint8)))
+    interp = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
+              "nearest": T.InterpolationMode.NEAREST}[pp.interpolation]
+    ops = [T.RandomResizedCrop(pp.crop, interpolation=interp), T.RandomHorizontalFlip()]
+    if augment == "strong":
+        ops += [T.ColorJitter(0.3, 0.3, 0.3, 0.05), T.RandAugment(num_ops=2, magnitude=7, interpolation=interp)]
+    elif augment != "light":
+        raise DataError(f"unknown augmentation '{augment}': use none, light or strong")
+    ops.append(T.Lambda(to_tensor))
+    return T.Compose(ops)
+
+
+class ImageDataset:
+    """A torch map-style dataset over validated samples: (float tensor [3,H,W], label)."""
+
+    def __init__(self, samples: Sequence[Sample], pp: Preprocess, *, augment: str = "none",
+                 cache: ImageCache | None = None):
+        self.samples = list(samples)
+        self.pp = pp
+        self.cache = cache or ImageCache(enabled=False)
+        self.augment = augment
+        self.transform = build_transform(pp, augment)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        # validate() already dropped unreadable files; if one changed since, use a neighbour
+        # instead of crashing mid-epoch.
+        for k in range(len(self.samples)):
+            s = self.samples[(i + k) % len(self.samples)]
+            try:
+                return self.transform(self.cache.load(s.path, self.pp)), s.label
+            except RuntimeInputError as e:
+                log.warning("%s", e)
+        raise DataError("no readable images left in the dataset")

@@ -1,0 +1,78 @@
+"""Shared fixtures: tiny ImageFolder trees made in tmp_path, and the shared datasets' location."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EDGETL_SHARED", REPO.parent / "shared")) / "datasets"
+
+
+def make_image(path: Path, size=(48, 40), color=None, mode="RGB", seed=0, fmt=None):
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    if color is not None:  # a class-dependent tint makes tiny datasets learnable
+        arr = (arr // 4 + np.array(color, np.uint8) * 3 // 4).astype(np.uint8)
+    img = Image.fromarray(arr)
+    if mode != "RGB":
+        img = img.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format=fmt)
+    return path
+
+
+COLORS = [(230, 30, 30), (30, 230, 30), (30, 30, 230), (230, 230, 30)]
+
+
+def make_imagefolder(root: Path, classes=("cat", "dog"), n_train=8, n_val=3, size=(48, 40), val=True) -> Path:
+    for ci, c in enumerate(classes):
+        for i in range(n_train):
+            make_image(root / "train" / c / f"{c}{i}.png", size, COLORS[ci % 4], seed=ci * 1000 + i)
+        if val:
+            for i in range(n_val):
+                make_image(root / "val" / c / f"{c}{i}.png", size, COLORS[ci % 4], seed=ci * 1000 + 500 + i)
+    return root
+
+
+@pytest.fixture
+def tiny_data(tmp_path) -> Path:
+    return make_imagefolder(tmp_path / "data")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("EDGETL_CACHE", str(tmp_path_factory.getbasetemp() / "edgetl-cache"))
+
+
+def run_cli(*args, env=None, cwd=None, timeout=600, check=False) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess, as a user would."""
+    e = dict(os.environ, **(env or {}))
+    e.pop("EDGETL_DEBUG", None) if "EDGETL_DEBUG" not in (env or {}) else None
+    p = subprocess.run([sys.executable, "-m", "edgetl", *map(str, args)], capture_output=True, text=True,
+                       env=e, cwd=cwd, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"edgetl {' '.join(map(str, args))} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def assert_one_line_error(p: subprocess.CompletedProcess, *needles: str) -> None:
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert len(errors) == 1, p.stderr
+    assert "Traceback" not in p.stderr, p.stderr
+    for n in needles:
+        assert n.lower() in p.stderr.lower(), (n, p.stderr)
+
+
+def tree_hashes(root: Path) -> dict:
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
