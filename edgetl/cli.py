@@ -108,3 +108,94 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/yellow]")
         sys.exit(130)
+
+
+def _explicit(ctx: typer.Context, values: dict) -> dict:
+    """The options the user really typed (so a --config file fills the rest)."""
+    out = {}
+    for k, v in values.items():
+        src = ctx.get_parameter_source(k)
+        if src is not None and src.name not in ("DEFAULT", "DEFAULT_MAP"):
+            out[k] = v
+    return out
+
+
+def _progress(quiet: bool):
+    from ._progress import SILENT, RichProgress
+
+    return SILENT if quiet else RichProgress(err_console)
+
+
+# --- finetune ----------------------------------------------------------------------------------
+
+@app.command()
+def finetune(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Argument(help="ImageFolder tree: DATA/train/<class>/*, optional DATA/val/<class>/*.")],
+    backbone: Annotated[str, typer.Option(help="Backbone name (see `edgetl zoo`).")] = "efficientnet_lite0",
+    weights: Annotated[str, typer.Option(help="'default' (pretrained), 'none' (random) or a checkpoint path.")] = "default",
+    strategy: Annotated[str, typer.Option(help="linear | full | gradual.")] = "linear",
+    epochs: Annotated[int, typer.Option()] = 10,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    lr: Annotated[float, typer.Option(help="Head learning rate.")] = 1e-3,
+    backbone_lr_mult: Annotated[float, typer.Option(help="Backbone LR = lr x this (discriminative LR).")] = 0.1,
+    schedule: Annotated[str, typer.Option(help="cosine (with warm-up) | constant.")] = "cosine",
+    warmup_epochs: Annotated[float, typer.Option()] = 1.0,
+    augment: Annotated[str, typer.Option(help="none | light (crop+flip) | strong (+colour jitter, RandAugment).")] = "none",
+    cache_views: Annotated[int, typer.Option(help="linear + augment: K augmented views cached once.")] = 1,
+    label_smoothing: Annotated[float, typer.Option()] = 0.0,
+    l2sp: Annotated[float, typer.Option(help="L2-SP lambda: pull backbone weights toward the pretrained ones.")] = 0.0,
+    weight_decay: Annotated[float, typer.Option()] = 1e-4,
+    early_stop: Annotated[int, typer.Option(help="Stop after N epochs without val improvement (0: off).")] = 0,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    val_fraction: Annotated[float, typer.Option(help="Val share drawn from train when DATA has no val/.")] = 0.2,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
+    image_size: Annotated[Optional[int], typer.Option(help="Train/export at this input size instead of the backbone's.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder (default models/<backbone>-<data>-<strategy>).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="JSON file of options; explicit options win.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from last.pt.")] = False,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+):
+    """Fine-tune a pretrained backbone on your images.
+
+    Examples:
+      1. edgetl finetune photos/ --backbone efficientnet_lite0            (linear probe, cached features)
+      2. edgetl finetune photos/ --strategy full --augment light --epochs 15
+      3. edgetl finetune photos/ --strategy gradual --l2sp 0.01
+      4. torchrun --nproc-per-node 2 -m edgetl finetune photos/ --strategy full
+    """
+    from ._config import from_dict, load_config_file
+    from .finetune import FinetuneConfig, finetune as run
+
+    values = dict(data=data, backbone=backbone, weights=weights, strategy=strategy, epochs=epochs,
+                  batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult, schedule=schedule,
+                  warmup_epochs=warmup_epochs, augment=augment, cache_views=cache_views,
+                  label_smoothing=label_smoothing, l2sp=l2sp, weight_decay=weight_decay, early_stop=early_stop,
+                  seed=seed, device=device, val_fraction=val_fraction, workers=workers, image_size=image_size, out=out)
+    if config:
+        cfg = load_config_file(FinetuneConfig, config, {k: str(v) if isinstance(v, Path) else v
+                                                        for k, v in _explicit(ctx, values).items()})
+    else:
+        cfg = from_dict(FinetuneConfig, {k: str(v) if isinstance(v, Path) else v for k, v in values.items()},
+                        source="options")
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    result = run(cfg, resume=resume, force=force, progress=_progress(as_json or not rank0))
+    if not rank0:
+        return
+    if as_json:
+        import dataclasses
+
+        print_json({k: v for k, v in dataclasses.asdict(result).items()})
+        return
+    t = Table(title=f"{cfg.backbone} · {cfg.strategy.value} · {result.out}")
+    for col in ("epoch", "train loss", "train acc", "val loss", "val acc", "img/s", "s"):
+        t.add_column(col, justify="right")
+    for h in result.history:
+        mark = " *" if h["epoch"] == result.best_epoch else ""
+        t.add_row(f"{h['epoch']}{mark}", f"{h['train_loss']:.4f}", f"{h['train_acc']:.3f}", f"{h['val_loss']:.4f}",
+                  f"{h['val_acc']:.3f}", f"{h['images_per_s'] or 0:.0f}", f"{h['seconds']:.1f}")
+    console.print(t)
+    console.print(f"best val accuracy [bold]{result.best_val_acc:.3f}[/bold] at epoch {result.best_epoch} "
+                  f"({result.wall_s:.1f} s). Next: [bold]edgetl export {result.out} --int8[/bold]")

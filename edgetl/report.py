@@ -1,0 +1,99 @@
+"""Plots and Markdown tables people compare: training curves, latency, accuracy vs latency.
+
+Only matplotlib (lazily imported, Agg backend) and numpy: usable on the device side too when
+matplotlib is installed. Every plot is written atomically.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from ._io import atomic_path
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return path
+
+
+def plot_training_curves(history: Sequence[dict], path: Path, title: str = "") -> Path:
+    """Loss and accuracy per epoch, train vs val."""
+    plt = _plt()
+    ep = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    a.plot(ep, [h["train_loss"] for h in history], "o-", label="train")
+    a.plot(ep, [h["val_loss"] for h in history], "o-", label="val")
+    a.set_xlabel("epoch"), a.set_ylabel("loss"), a.legend(), a.grid(alpha=0.3)
+    b.plot(ep, [100 * h["train_acc"] for h in history], "o-", label="train")
+    b.plot(ep, [100 * h["val_acc"] for h in history], "o-", label="val")
+    b.set_xlabel("epoch"), b.set_ylabel("top-1 %"), b.legend(), b.grid(alpha=0.3)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_latency(samples: dict[str, Sequence[float]], path: Path, title: str = "") -> Path:
+    """Latency distribution (ms) per variant, as overlaid histograms with p50/p99 marks."""
+    import numpy as np
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for name, xs in samples.items():
+        xs = np.asarray(xs)
+        if xs.size == 0:
+            continue
+        line = ax.hist(xs, bins=40, alpha=0.55, label=f"{name} (p50 {np.percentile(xs, 50):.2f} ms)")
+        color = line[2][0].get_facecolor()
+        ax.axvline(np.percentile(xs, 99), color=color, ls="--", lw=1)
+    ax.set_xlabel("latency per call (ms); dashed: p99"), ax.set_ylabel("runs"), ax.legend(), ax.grid(alpha=0.3)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_accuracy_vs_latency(points: Sequence[dict], path: Path, title: str = "") -> Path:
+    """One point per variant: p50 latency (x) vs top-1 (y), labelled."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for p in points:
+        if p.get("top1") is None:
+            continue
+        ax.scatter(p["p50_ms"], 100 * p["top1"], s=60)
+        ax.annotate(p["name"], (p["p50_ms"], 100 * p["top1"]), textcoords="offset points", xytext=(6, 4))
+    ax.set_xlabel("p50 latency (ms)"), ax.set_ylabel("top-1 %"), ax.grid(alpha=0.3)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_bars(names: Sequence[str], values: Sequence[float], path: Path, *, xlabel: str, title: str = "",
+              ref: float | None = None) -> Path:
+    """Horizontal bars (e.g. per-layer sensitivity or latency ratios), with an optional reference line."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 0.32 * len(names) + 1.2))
+    ax.barh(list(names)[::-1], list(values)[::-1])
+    if ref is not None:
+        ax.axvline(ref, color="k", ls="--", lw=1)
+    ax.set_xlabel(xlabel), ax.set_title(title), ax.grid(alpha=0.3, axis="x")
+    return _save(fig, path)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    def cell(v):
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,128 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO, assert_one_line_error, make_imagefolder, run_cli, tree_hashes
+from edgetl.errors import ArtifactError, ConfigError, ExistsError
+from edgetl.finetune import FinetuneConfig, _set_train_mode, _apply_freeze, finetune, load_checkpoint, model_from_checkpoint
+from edgetl import zoo
+
+TINY = dict(backbone="mobilenet_v3_small", weights="none", image_size=32, workers=0, batch_size=8)
+
+
+def cfg(data, out, **kw):
+    return FinetuneConfig(data=data, out=out, **{**TINY, **kw})
+
+
+def test_linear_writes_self_describing_artifacts(tiny_data, tmp_path):
+    # random-init resnet18 features at 32 px still separate colour-tinted classes
+    r = finetune(cfg(tiny_data, tmp_path / "run", backbone="resnet18", epochs=10, lr=1e-2))
+    for f in ("best.pt", "last.pt", "run.json", "metrics.json", "curves.png"):
+        assert (r.out / f).is_file(), f
+    m = json.loads((r.out / "metrics.json").read_text())
+    assert len(m["epochs"]) == 10 and m["best_val_acc"] == r.best_val_acc
+    ck = load_checkpoint(r.out)
+    assert ck["labels"] == ["cat", "dog"] and ck["preprocess"]["crop"] == 32
+    model = model_from_checkpoint(ck)  # rebuilds alone
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 2)
+    assert r.best_val_acc >= 0.8  # colour-tinted classes are separable
+
+
+def test_feature_cache_makes_second_run_skip_backbone(tiny_data, tmp_path, monkeypatch):
+    finetune(cfg(tiny_data, tmp_path / "a", epochs=1))
+    import edgetl.finetune as ft
+
+    calls = []
+    orig = ft.extract_features
+    monkeypatch.setattr(ft, "extract_features", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    finetune(cfg(tiny_data, tmp_path / "b", epochs=1))
+    assert calls == []
+    finetune(cfg(tiny_data, tmp_path / "c", epochs=1, augment="light", cache_views=2))
+    assert len(calls) == 2  # two augmented views, val reused
+
+
+@pytest.mark.parametrize("strategy", ["full", "gradual"])
+def test_full_and_gradual_with_l2sp(tiny_data, tmp_path, strategy):
+    r = finetune(cfg(tiny_data, tmp_path / strategy, strategy=strategy, epochs=2, l2sp=0.01, augment="light"))
+    assert len(r.history) == 2 and 0 <= r.best_val_acc <= 1
+    if strategy == "gradual":
+        assert [h["trainable_stages"] for h in r.history] == [0, 1]  # head alone, then the top stage
+
+
+def test_frozen_batchnorm_stays_in_eval():
+    spec = zoo.get_spec("mobilenet_v3_small")
+    m = zoo.create_model("mobilenet_v3_small", 2, weights="none")
+    _apply_freeze(m, spec, 1)  # only the top stage trains
+    _set_train_mode(m)
+    bns = [(n, mod) for n, mod in m.backbone.named_modules() if isinstance(mod, torch.nn.BatchNorm2d)]
+    assert all(not mod.training for n, mod in bns if zoo.stage_of(spec, n + ".weight") < len(spec.stages) - 1)
+    assert m.head.training
+
+
+def test_existing_run_needs_resume_or_force(tiny_data, tmp_path):
+    c = cfg(tiny_data, tmp_path / "run", epochs=1)
+    finetune(c)
+    before = tree_hashes(tmp_path / "run")
+    with pytest.raises(ExistsError, match="--force"):
+        finetune(c)
+    assert tree_hashes(tmp_path / "run") == before
+    r = finetune(FinetuneConfig(**{**c.__dict__, "epochs": 2}), resume=True)
+    assert r.resumed_from == 0 and len(r.history) == 2
+    with pytest.raises(ConfigError, match="differ"):
+        finetune(FinetuneConfig(**{**c.__dict__, "lr": 0.5}), resume=True)
+
+
+def test_bad_options_rejected_up_front(tiny_data):
+    with pytest.raises(ConfigError, match="strategy full or gradual"):
+        FinetuneConfig(data=tiny_data, l2sp=0.1)
+    with pytest.raises(ConfigError, match="Did you mean 'gradual'"):
+        FinetuneConfig(data=tiny_data, strategy="gradul")
+
+
+def test_checkpoint_of_newer_format_is_refused(tiny_data, tmp_path):
+    r = finetune(cfg(tiny_data, tmp_path / "run", epochs=1))
+    ck = torch.load(r.out / "best.pt", weights_only=True)
+    ck["format_version"] = 99
+    torch.save(ck, tmp_path / "new.pt")
+    with pytest.raises(ArtifactError, match="upgrade edgetl"):
+        load_checkpoint(tmp_path / "new.pt")
+
+
+def test_cli_bad_inputs_one_line(tmp_path, tiny_data):
+    assert_one_line_error(run_cli("finetune", tmp_path / "nope"), "not found")
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(run_cli("finetune", tmp_path / "empty"), "empty")
+    assert_one_line_error(run_cli("finetune", tiny_data, "--backbone", "resnet81"), "did you mean 'resnet18'")
+    if not torch.cuda.is_available():
+        assert_one_line_error(run_cli("finetune", tiny_data, "--device", "cuda", "--weights", "none"), "--device cpu")
+    (tmp_path / "c.json").write_text(json.dumps({"epochz": 3}))
+    assert_one_line_error(run_cli("finetune", tiny_data, "--config", tmp_path / "c.json"), "did you mean 'epochs'")
+
+
+def test_cli_config_file_fills_and_options_win(tmp_path, tiny_data):
+    (tmp_path / "c.json").write_text(json.dumps({**TINY, "epochs": 2, "lr": 0.05}))
+    p = run_cli("finetune", tiny_data, "--config", tmp_path / "c.json", "--epochs", "1", "--out", tmp_path / "r",
+                "--json", check=True)
+    run = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert run["epochs"] == 1 and run["lr"] == 0.05 and run["backbone"] == "mobilenet_v3_small"
+    assert json.loads(p.stdout)["epochs_run"] == 1
+
+
+def test_torchrun_two_cpu_processes_gloo(tiny_data, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+           "-m", "edgetl", "finetune", str(tiny_data), "--strategy", "full", "--epochs", "2", "--backbone",
+           "mobilenet_v3_small", "--weights", "none", "--image-size", "32", "--workers", "0", "--batch-size", "4",
+           "--out", str(out), "--json"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert len(m["epochs"]) == 2
+    assert not list(out.glob(".*.tmp"))  # no half-written files from two writers
