@@ -199,3 +199,138 @@ def finetune(
     console.print(t)
     console.print(f"best val accuracy [bold]{result.best_val_acc:.3f}[/bold] at epoch {result.best_epoch} "
                   f"({result.wall_s:.1f} s). Next: [bold]edgetl export {result.out} --int8[/bold]")
+
+
+# --- export ------------------------------------------------------------------------------------
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="Run folder from edgetl finetune (or its best.pt).")],
+    out: Annotated[Optional[Path], typer.Option(help="Bundle folder (default RUN/bundle).")] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset (17..23).")] = 17,
+    embed_preprocess: Annotated[bool, typer.Option("--embed-preprocess", help="Graph takes uint8 NHWC frames.")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Add a static int8 model (model.int8.onnx).")] = False,
+    calib_data: Annotated[Optional[Path], typer.Option(help="ImageFolder for calibration (default: the run's train split).")] = None,
+    calib_size: Annotated[int, typer.Option(help="Calibration images (class-stratified, seeded).")] = 200,
+    calib_method: Annotated[str, typer.Option(help="minmax | entropy | percentile.")] = "minmax",
+    preset: Annotated[str, typer.Option(help="auto | x86-avx2 | x86-vnni | arm64 | tensorrt.")] = "auto",
+    per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor", help="Weight quantization granularity.")] = True,
+    max_drop: Annotated[float, typer.Option(help="Top-1 points int8 may lose vs fp32.")] = 0.5,
+    eval_data: Annotated[Optional[Path], typer.Option(help="Labelled ImageFolder for parity/accuracy (default: the run's val).")] = None,
+    no_simplify: Annotated[bool, typer.Option("--no-simplify", help="Skip onnxslim.")] = False,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+):
+    """Export a run to a self-describing ONNX bundle with proven fp32 parity (and int8).
+
+    Examples:
+      1. edgetl export models/efficientnet_lite0-photos-linear
+      2. edgetl export models/run --int8 --max-drop 0.5
+      3. edgetl export models/run --embed-preprocess --out bundles/camera
+    """
+    from .export import ExportConfig, export as run_export
+
+    cfg = ExportConfig(out=out, opset=opset, embed_preprocess=embed_preprocess, int8=int8, calib_data=calib_data,
+                       calib_size=calib_size, calib_method=calib_method, preset=preset, per_channel=per_channel,
+                       max_drop=max_drop, eval_data=eval_data, simplify=not no_simplify)
+    b = run_export(run, cfg, force=force, progress=_progress(as_json))
+    if as_json:
+        print_json({"bundle": str(b.path), "parity": b.parity, "quantization": b.quantization, "files": b.files})
+        return
+    f = b.parity["fp32"]
+    t = Table(title=f"bundle {b.path}")
+    for col in ("variant", "size MB", "top-1", "agreement", "max |diff|", "p50 ms (host)"):
+        t.add_column(col, justify="right")
+    q = b.quantization
+    t.add_row("fp32", f"{b.files['model.onnx']['size'] / 1e6:.2f}", f"{f['top1_onnx']:.3f}", f"{f['top1_agreement']:.3f}",
+              f"{f['max_abs_diff']:.2e}", f"{q['fp32_p50_ms']:.2f}" if q else "-")
+    if q:
+        p = q["parity"]
+        t.add_row("int8", f"{b.files['model.int8.onnx']['size'] / 1e6:.2f}", f"{p['top1_int8']:.3f}",
+                  f"{p['top1_agreement']:.3f}", f"{p['max_abs_diff']:.2e}", f"{q['int8_p50_ms']:.2f}")
+    console.print(t)
+    if q:
+        console.print(f"int8: preset {q['preset']}, {q['format']} {q['activation_type']}/{q['weight_type']}"
+                      f"{', per-channel' if q['per_channel'] else ''}{', reduce_range' if q['reduce_range'] else ''}; "
+                      f"{len(q['nodes_excluded'])} node(s) kept float.")
+        console.print(q["verdict"])
+    console.print("Next:")
+    console.print(f"  edgetl verify {b.path}")
+    console.print(f"  edgetl bench {b.path} --target host")
+    console.print(f"  edgetl predict {b.path} IMAGE.jpg")
+
+
+# --- device side: predict / verify -------------------------------------------------------------------
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="Bundle folder or .onnx exported by edgetl.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    top_k: Annotated[int, typer.Option("--top-k", help="Classes to show per image.")] = 3,
+    int8: Annotated[Optional[bool], typer.Option("--int8/--fp32", help="Variant in a bundle (default: int8 if present).")] = None,
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads (0: default).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+):
+    """Classify images on the device (onnxruntime, no torch).
+
+    Examples:
+      1. edgetl predict models/run/bundle photo1.jpg photo2.png
+      2. edgetl predict models/run/bundle frames/*.jpg --fp32 --json
+    """
+    from .errors import RuntimeInputError
+    from .runtime import Predictor
+
+    p = Predictor(model, variant="auto" if int8 is None else ("int8" if int8 else "fp32"), threads=threads)
+    failed = 0
+    t = Table(title=f"{p.model_path.name} ({p.variant})")
+    t.add_column("image")
+    t.add_column("prediction")
+    t.add_column("prob", justify="right")
+    t.add_column(f"top-{top_k}")
+    for img in images:
+        try:
+            r = p.predict(img, top_k=top_k)
+        except RuntimeInputError as e:
+            failed += 1
+            err_console.print(f"[red]skipped:[/red] {e}", soft_wrap=True)
+            continue
+        if as_json:
+            sys.stdout.write(json.dumps({"image": str(img), **r.to_dict()}) + "\n")
+        else:
+            t.add_row(str(img), r.label, f"{r.prob:.3f}", ", ".join(f"{lbl} {pr:.2f}" for lbl, pr in r.top_k))
+    if not as_json and t.row_count:
+        console.print(t)
+    if failed:
+        err_console.print(f"[red]{failed} of {len(images)} image(s) could not be read[/red]")
+        raise typer.Exit(1)
+
+
+@app.command()
+def verify(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
+    as_json: JsonOpt = False,
+):
+    """Check a bundle on the device: every file's sha256 and size, then parity.npz through each model.
+
+    Example: edgetl verify models/run/bundle
+    """
+    from .errors import ArtifactError
+    from .runtime import verify_bundle
+
+    r = verify_bundle(bundle)
+    if as_json:
+        print_json(r)
+    else:
+        console.print(f"{len(r['files_checked'])} file(s) match bundle.json (sha256 + size)")
+        t = Table(title=f"parity {bundle}")
+        for col in ("variant", "n", "max |diff|", "tolerance", "top-1 agreement", "status"):
+            t.add_column(col, justify="right")
+        for v, x in r["variants"].items():
+            t.add_row(v, str(x["n"]), f"{x['max_abs_diff']:.3g}", f"{x['tolerance']:.3g}",
+                      f"{x['top1_agreement']:.3f} (min {x['min_agreement']:.2f})",
+                      "[green]PASS[/green]" if x["ok"] else "[red]FAIL[/red]")
+        console.print(t)
+    if not r["ok"]:
+        bad = [v for v, x in r["variants"].items() if not x["ok"]]
+        raise ArtifactError(f"parity mismatch in {bundle} ({', '.join(bad)}): the model does not reproduce "
+                            f"its recorded outputs on this machine")

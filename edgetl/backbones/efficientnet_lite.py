@@ -38,7 +38,8 @@ class SameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow 'SAME' padding (asymmetric for even inputs at stride 2)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ih, iw = x.shape[-2:]
+        # Python ints: an export at a fixed input size gets a constant Pad, not shape arithmetic
+        ih, iw = int(x.shape[-2]), int(x.shape[-1])
         kh, kw = self.kernel_size
         sh, sw = self.stride
         pad_h = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
