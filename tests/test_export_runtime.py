@@ -1,0 +1,213 @@
+"""Export -> bundle -> runtime, on a tiny random-weight run."""
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from conftest import REPO, assert_one_line_error, make_image, run_cli, tree_hashes
+from edgetl.bundle import parse_manifest
+from edgetl.errors import ArtifactError, ConfigError, ExistsError, RuntimeInputError
+from edgetl.export import ExportConfig, export
+from edgetl.finetune import FinetuneConfig, finetune
+from edgetl.runtime import Predictor, verify_bundle
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from conftest import make_imagefolder
+
+    root = tmp_path_factory.mktemp("exp")
+    data = make_imagefolder(root / "data", classes=("a", "b", "c"), n_train=6, n_val=4)
+    os.environ["EDGETL_CACHE"] = str(root / "cache")
+    r = finetune(FinetuneConfig(data=data, out=root / "run", backbone="resnet18", weights="none", image_size=32,
+                                workers=0, epochs=2))
+    return r.out
+
+
+@pytest.fixture(scope="module")
+def bundle(run_dir):
+    return export(run_dir, ExportConfig(parity_images=8), force=True)
+
+
+def test_bundle_contents_and_metadata(bundle):
+    import onnx
+
+    names = set(os.listdir(bundle.path))
+    assert {"model.onnx", "bundle.json", "parity.npz", "export.json"} <= names
+    m = json.loads((bundle.path / "bundle.json").read_text())
+    parse_manifest(m)
+    assert m["labels"] == ["a", "b", "c"] and m["opset"] >= 17
+    props = {p.key: p.value for p in onnx.load(str(bundle.model)).metadata_props}
+    for k in ("labels", "preprocess", "backbone", "weights_source", "edgetl_version", "checkpoint_sha256",
+              "bundle_format_version"):
+        assert f"edgetl.{k}" in props
+    assert bundle.parity["fp32"]["rel_diff"] <= 1e-4 and bundle.parity["fp32"]["top1_agreement"] == 1.0
+    # dynamic batch axis
+    p = Predictor(bundle.path)
+    assert p.run(np.zeros((5, 3, 32, 32), np.float32)).shape == (5, 3)
+
+
+def test_existing_bundle_needs_force(run_dir, bundle):
+    before = tree_hashes(bundle.path)
+    with pytest.raises(ExistsError, match="--force"):
+        export(run_dir, ExportConfig())
+    assert tree_hashes(bundle.path) == before
+
+
+def test_embed_preprocess_matches_external(run_dir, bundle, tmp_path):
+    b2 = export(run_dir, ExportConfig(embed_preprocess=True, out=tmp_path / "emb", parity_images=8))
+    ext, emb = Predictor(bundle.path), Predictor(b2.path)
+    assert emb.embed and emb.input_shape[1:] == (32, 32, 3)
+    imgs = [make_image(tmp_path / f"i{i}.png", (50 + 7 * i, 40), seed=i) for i in range(4)]
+    a = ext.run(ext.prepare(imgs))
+    b = emb.run(emb.prepare(imgs))
+    np.testing.assert_allclose(a, b, atol=1e-4 * max(1, np.abs(a).max()))
+    assert verify_bundle(b2.path)["ok"]
+
+
+def test_predict_inputs_and_threads(bundle, tmp_path):
+    from PIL import Image
+
+    p = Predictor(bundle.path)
+    f = make_image(tmp_path / "x.jpg", (64, 48), fmt="JPEG")
+    img = Image.open(f)
+    arr = np.asarray(img.convert("RGB"))
+    r = p.predict(f, top_k=2)
+    assert r.label in ("a", "b", "c") and len(r.top_k) == 2 and abs(sum(pr for _, pr in p.predict(f, 3).top_k) - 1) < 1e-6
+    assert p.predict(img).label == r.label == p.predict(arr).label
+    assert [x.label for x in p.predict([f, arr])] == [r.label, r.label]
+    with pytest.raises(RuntimeInputError, match="HxWx3"):
+        p.predict(np.zeros((10, 10, 4), np.uint8))
+    with pytest.raises(RuntimeInputError, match="uint8"):
+        p.predict(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(RuntimeInputError, match="takes"):
+        p.run(np.zeros((1, 3, 64, 64), np.float32))
+    # 8 threads x 25 calls == serial
+    imgs = [make_image(tmp_path / f"t{i}.png", (40 + i, 36), seed=i) for i in range(8)]
+    serial = [p.run(p.prepare(i)) for i in imgs]
+    results, errors = {}, []
+
+    def work(k):
+        try:
+            for _ in range(25):
+                out = p.run(p.prepare(imgs[k]))
+                assert np.array_equal(out, serial[k])
+            results[k] = True
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    assert not errors and len(results) == 8
+
+
+def test_tampered_and_truncated_models_refused(bundle, tmp_path):
+    import shutil
+
+    for kind in ("flip", "truncate", "swap"):
+        b = tmp_path / kind
+        shutil.copytree(bundle.path, b)
+        model = b / "model.onnx"
+        data = bytearray(model.read_bytes())
+        if kind == "flip":
+            data[len(data) // 2] ^= 0x01
+        elif kind == "truncate":
+            data = data[: len(data) // 3]
+        else:
+            data = (b / "parity.npz").read_bytes()
+        model.write_bytes(bytes(data))
+        with pytest.raises(ArtifactError, match="sha256|bytes but"):
+            Predictor(b)
+        assert_one_line_error(run_cli("verify", b), "model.onnx")
+
+
+def test_newer_format_and_missing_labels(bundle, tmp_path):
+    import shutil
+
+    import onnx
+
+    b = tmp_path / "newer"
+    shutil.copytree(bundle.path, b)
+    m = json.loads((b / "bundle.json").read_text())
+    m["format_version"] = 99
+    (b / "bundle.json").write_text(json.dumps(m))
+    assert_one_line_error(run_cli("predict", b, "x.jpg"), "upgrade edgetl")
+    proto = onnx.load(str(bundle.model))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(tmp_path / "bare.onnx"))
+    assert_one_line_error(run_cli("predict", tmp_path / "bare.onnx", "x.jpg"), "label table")
+
+
+def test_cli_export_verify_predict(run_dir, tmp_path):
+    p = run_cli("export", run_dir, "--out", tmp_path / "b", check=True)
+    assert "edgetl bench" in p.stdout and "edgetl predict" in p.stdout
+    assert run_cli("verify", tmp_path / "b", check=True).returncode == 0
+    good = make_image(tmp_path / "g.png", (40, 40))
+    (tmp_path / "bad.jpg").write_bytes(b"garbage")
+    p = run_cli("predict", tmp_path / "b", good, tmp_path / "bad.jpg", "--json")
+    assert p.returncode == 1 and "bad.jpg" in p.stderr and "Traceback" not in p.stderr
+    assert json.loads(p.stdout.splitlines()[0])["label"] in ("a", "b", "c")
+
+
+def test_export_bad_inputs(tmp_path, run_dir):
+    (tmp_path / "emptyrun").mkdir()
+    assert_one_line_error(run_cli("export", tmp_path / "emptyrun"), "best.pt")
+    assert_one_line_error(run_cli("export", run_dir, "--preset", "arm64"), "--int8")
+    with pytest.raises(ConfigError, match="Did you mean"):
+        ExportConfig(int8=True, calib_method="entrpy")
+
+
+def test_runtime_imports_no_torch(bundle, tmp_path):
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None; sys.modules['onnx'] = None\n"
+            "from edgetl.runtime import Predictor, verify_bundle\n"
+            f"assert verify_bundle({str(bundle.path)!r})['ok']\n"
+            f"print(Predictor({str(bundle.path)!r}).predict(__import__('numpy').zeros((40,40,3),'uint8')).label)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert p.returncode == 0, p.stderr
+
+
+# --- hostile manifests (property-based) ---------------------------------------------------------
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                           lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10), c, max_size=4),
+                           max_leaves=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_values)
+def test_manifest_parser_never_crashes_on_garbage(value):
+    try:
+        parse_manifest(value)
+    except ArtifactError:
+        pass
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(["format_version", "labels", "preprocess", "files", "variants", "embed_preprocess", "input"]),
+       json_values)
+def test_manifest_parser_rejects_mutations_cleanly(bundle_manifest, key, value):
+    m = dict(bundle_manifest)
+    m[key] = value
+    try:
+        parse_manifest(m)
+    except ArtifactError as e:
+        assert "\n" not in str(e)
+
+
+@pytest.fixture(scope="module")
+def bundle_manifest(bundle):
+    return json.loads((bundle.path / "bundle.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["../../x", "/etc/passwd", "a/b.onnx", "..", "", "x\x00y"])
+def test_path_traversal_in_file_names_refused(bundle_manifest, name):
+    m = json.loads(json.dumps(bundle_manifest))
+    m["files"][name] = m["files"]["model.onnx"]
+    with pytest.raises(ArtifactError, match="plain name|not a plain"):
+        parse_manifest(m)
