@@ -334,3 +334,76 @@ def verify(
         bad = [v for v, x in r["variants"].items() if not x["ok"]]
         raise ArtifactError(f"parity mismatch in {bundle} ({', '.join(bad)}): the model does not reproduce "
                             f"its recorded outputs on this machine")
+
+
+# --- bench / targets ---------------------------------------------------------------------------------
+
+@app.command()
+def targets(as_json: JsonOpt = False):
+    """List the device profiles edgetl benches against (files in edgetl/targets/)."""
+    from .targets import list_targets
+
+    ts = list_targets()
+    if as_json:
+        import dataclasses
+
+        print_json([dataclasses.asdict(t) for t in ts])
+        return
+    t = Table(title="edgetl targets")
+    for col in ("name", "kind", "providers (fallback order)", "threads", "int8 preset", "streams x FPS",
+                "deadline ms", "memory MB"):
+        t.add_column(col, no_wrap=col == "name")
+    for x in ts:
+        t.add_row(x.name, x.kind, " > ".join(p.replace("ExecutionProvider", "") for p in x.providers),
+                  str(x.threads or "default"), x.quant_preset, f"{x.streams} x {x.fps:g}", f"{x.deadline_ms:g}",
+                  f"{x.memory_budget_mb:g}")
+    console.print(t)
+
+
+@app.command()
+def bench(
+    model: Annotated[Path, typer.Argument(help="Run folder, bundle folder or .onnx.")],
+    target: Annotated[str, typer.Option(help="Device profile (see `edgetl targets`).")] = "host",
+    data: Annotated[Optional[Path], typer.Option(help="Labelled ImageFolder for accuracy parity (val/ is used).")] = None,
+    scenario: Annotated[Optional[str], typer.Option(help="single-stream | multi-stream | offline.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Intra-op threads (default: the target's).")] = None,
+    providers: Annotated[Optional[str], typer.Option(help="Comma-separated providers; must be installed.")] = None,
+    min_runs: Annotated[int, typer.Option(help="Timed runs at least.")] = 50,
+    min_time: Annotated[float, typer.Option(help="Timed seconds at least.")] = 2.0,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default BUNDLE/bench/<target>).")] = None,
+    no_rss: Annotated[bool, typer.Option("--no-rss", help="Skip the peak-RSS subprocess.")] = False,
+    as_json: JsonOpt = False,
+):
+    """Latency (p50/p90/p99), peak memory, size and accuracy parity of each variant on a target.
+
+    Examples:
+      1. edgetl bench models/run --target host --data photos/
+      2. edgetl bench models/run/bundle --target vehicle-6cam
+      3. edgetl bench model.int8.onnx --scenario offline --json
+    """
+    from .bench import BenchConfig, bench as run_bench
+
+    cfg = BenchConfig(target=target, data=data, scenario=scenario, threads=threads,
+                      providers=tuple(p.strip() for p in providers.split(",")) if providers else None,
+                      min_runs=min_runs, min_time=min_time, out=out, rss=not no_rss)
+    r = run_bench(model, cfg, progress=_progress(as_json))
+    if as_json:
+        print_json(json.loads((r.path / "bench.json").read_text()))
+        return
+    t = Table(title=f"edgetl bench · {r.target} · {r.scenario}")
+    for col in ("variant", "size MB", "top-1", "agreement", "p50 ms", "p90 ms", "p99 ms", "FPS", "peak RSS MB", "status"):
+        t.add_column(col, justify="right")
+    for v, x in r.variants.items():
+        lat = x["latency"]
+        f = lambda z, d=3: "-" if z is None else f"{z:.{d}f}"
+        st = x.get("status", "-") if v != "torch" else "reference"
+        t.add_row(v, f(x["size_mb"], 2), f(x.get("top1")), f(x.get("agreement")), f(lat["p50_ms"], 2),
+                  f(lat["p90_ms"], 2), f(lat["p99_ms"], 2), f(lat["throughput_ips"], 1), f(x["peak_rss_mb"], 0),
+                  "[green]PASS[/green]" if st == "PASS" else ("[red]FAIL[/red]" if st == "FAIL" else st))
+    console.print(t)
+    m = r.machine
+    console.print(f"ran on {m['cpu']} ({m['cores']} cores, vnni: {m['isa']['vnni'] or 'no'}), onnxruntime "
+                  f"{m['onnxruntime']}, providers {', '.join(r.data['providers_used'])}")
+    for e in r.data["emulated"]:
+        console.print(f"[yellow]emulated:[/yellow] {e}")
+    console.print(f"report: {r.path / 'report.md'}  plots: {r.path / 'latency.png'}, {r.path / 'accuracy_vs_latency.png'}")

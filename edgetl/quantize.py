@@ -30,6 +30,7 @@ from onnxruntime.quantization import CalibrationDataReader
 
 from .bundle import VARIANT_FILES
 from .errors import ArtifactError, DataError
+from .targets import host_isa, host_preset
 
 log = logging.getLogger(__name__)
 
@@ -59,28 +60,6 @@ PRESETS: dict[str, QuantPreset] = {p.name: p for p in [
     QuantPreset("tensorrt", "QInt8", "QInt8", False, True, ("QDQ",), (),
                 "TensorRT takes explicit QDQ with symmetric int8 activations and per-channel weights"),
 ]}
-
-
-def host_isa() -> dict:
-    """What this CPU offers for int8: machine, vnni / dot-product flags."""
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                flags |= set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    machine = platform.machine().lower()
-    vnni = sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8", "avx512vnni"})
-    return {"machine": machine, "vnni": vnni, "dotprod": "asimddp" in flags, "avx2": "avx2" in flags}
-
-
-def host_preset() -> str:
-    isa = host_isa()
-    if isa["machine"] in ("aarch64", "arm64"):
-        return "arm64"
-    return "x86-vnni" if isa["vnni"] else "x86-avx2"
 
 
 class _BatchReader(CalibrationDataReader):
