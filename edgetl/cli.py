@@ -407,3 +407,33 @@ def bench(
     for e in r.data["emulated"]:
         console.print(f"[yellow]emulated:[/yellow] {e}")
     console.print(f"report: {r.path / 'report.md'}  plots: {r.path / 'latency.png'}, {r.path / 'accuracy_vs_latency.png'}")
+
+
+# --- demo ---------------------------------------------------------------------------------------
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("models/demo"),
+    force: Annotated[bool, typer.Option("--force/--no-force", help="Overwrite an earlier demo run.")] = True,
+):
+    """The whole chain on the built-in TrashNet subset: offline, real weights, a few minutes on 2 cores."""
+    from .demo import demo as run_demo
+
+    r = run_demo(out, force=force, progress=_progress(False))
+    q = r["bundle"].quantization
+    host, pi = r["bench"]["host"], r["bench"]["rpi5"]
+    t = Table(title="edgetl demo: efficientnet_lite0 on trashnet_mini (6 classes)")
+    for col in ("variant", "val top-1", "agreement", "p50 ms host", "p50 ms rpi5 (emulated)", "size MB", "host", "rpi5"):
+        t.add_column(col, justify="right")
+    for v in ("fp32", "int8"):
+        h, p_ = host.variants[v], pi.variants[v]
+        t.add_row(v, f"{h['top1']:.3f}", f"{h['agreement']:.3f}", f"{h['latency']['p50_ms']:.2f}",
+                  f"{p_['latency']['p50_ms']:.2f}", f"{h['size_mb']:.2f}", h["status"], p_["status"])
+    console.print(t)
+    console.print(q["verdict"])
+    for ph, pr in r["predictions"]:
+        console.print(f"predict {ph.parent.name}/{ph.name}: [bold]{pr.label}[/bold] ({pr.prob:.2f})")
+    console.print(f"verify: {'[green]PASS[/green]' if r['verify']['ok'] else '[red]FAIL[/red]'}")
+    console.print(f"reports: {host.path / 'report.md'}, {pi.path / 'report.md'}")
+    console.print(f"plots: {host.path / 'latency.png'}, {host.path / 'accuracy_vs_latency.png'}, "
+                  f"{r['bundle'].path / 'sensitivity.png'}, {r['run'].out / 'curves.png'}")
