@@ -107,3 +107,18 @@ def load_config_file(cls: type[T], path: Path, overrides: dict | None = None) ->
         raise ConfigError(f"config file {path} must hold a JSON object of options")
     data.update(overrides or {})
     return from_dict(cls, data, source=str(path))
+
+
+def coerce_enums(obj: Any, fields: dict[str, type[enum.Enum]]) -> None:
+    """In a frozen dataclass's __post_init__: turn strings into the named Enum fields,
+    or raise ConfigError listing the valid values with a suggestion."""
+    for name, cls in fields.items():
+        v = getattr(obj, name)
+        if v is None or isinstance(v, cls):
+            continue
+        try:
+            object.__setattr__(obj, name, cls(v))
+        except ValueError:
+            valid = [m.value for m in cls]
+            raise ConfigError(f"--{name.replace('_', '-')} '{v}' is not one of {', '.join(valid)}."
+                              f"{did_you_mean(v, valid)}") from None

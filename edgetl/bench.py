@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from ._config import to_dict
+from ._config import coerce_enums, to_dict
 from ._io import write_json
 from ._progress import SILENT, Progress
 from .bundle import read_manifest, verify_files
-from .errors import ConfigError, DataError, RuntimeInputError, did_you_mean
+from .errors import ConfigError, DataError, RuntimeInputError
 from .targets import Target, get_target
 
 BENCH_SCHEMA_VERSION = 1
@@ -60,13 +60,7 @@ class BenchConfig:
     torch_reference: bool = True
 
     def __post_init__(self):
-        if self.scenario is not None and not isinstance(self.scenario, Scenario):
-            try:
-                object.__setattr__(self, "scenario", Scenario(self.scenario))
-            except ValueError:
-                valid = [s.value for s in Scenario]
-                raise ConfigError(f"--scenario '{self.scenario}' is not one of {', '.join(valid)}."
-                                  f"{did_you_mean(self.scenario, valid)}") from None
+        coerce_enums(self, {"scenario": Scenario})
         if self.min_runs < 1 or self.min_time < 0 or self.warmup < 0:
             raise ConfigError("--min-runs must be >= 1, --min-time and warm-up >= 0")
         for name in ("data", "out"):

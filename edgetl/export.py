@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from ._config import from_dict, to_dict
+from ._config import coerce_enums, to_dict
 from ._io import RunLock, read_json, sha256_file, write_json
 from ._progress import SILENT, Progress
 from .bundle import (BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST, VARIANT_FILES, file_entry, onnx_metadata)
-from .errors import ArtifactError, ConfigError, DataError, ExistsError, did_you_mean
+from .errors import ArtifactError, ConfigError, DataError, ExistsError
 from .preprocess import Preprocess
 
 log = logging.getLogger(__name__)
@@ -72,15 +72,7 @@ class ExportConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name, cls in (("calib_method", CalibMethod), ("preset", Preset)):
-            v = getattr(self, name)
-            if not isinstance(v, cls):
-                try:
-                    object.__setattr__(self, name, cls(v))
-                except ValueError:
-                    valid = [m.value for m in cls]
-                    raise ConfigError(f"--{name.replace('_', '-')} '{v}' is not one of {', '.join(valid)}."
-                                      f"{did_you_mean(v, valid)}") from None
+        coerce_enums(self, {"calib_method": CalibMethod, "preset": Preset})
         for name in ("out", "calib_data", "eval_data"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))

@@ -36,11 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__, zoo
-from ._config import from_dict, to_dict
+from ._config import coerce_enums, from_dict, to_dict
 from ._io import RunLock, atomic_path, check_output_dir, read_json, sha256_file, write_json
 from ._progress import SILENT, Progress
 from .data import ImageCache, ImageDataset, default_cache_dir, load_imagefolder, validate
-from .errors import ArtifactError, ConfigError, EdgetlError, did_you_mean
+from .errors import ArtifactError, ConfigError, EdgetlError
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +101,7 @@ class FinetuneConfig:
     out: Path | None = None
 
     def __post_init__(self):
-        for name, cls in (("strategy", Strategy), ("augment", Augment), ("schedule", Schedule), ("device", Device)):
-            v = getattr(self, name)
-            if not isinstance(v, cls):
-                try:
-                    object.__setattr__(self, name, cls(v))
-                except ValueError:
-                    valid = [m.value for m in cls]
-                    raise ConfigError(f"--{name} '{v}' is not one of {', '.join(valid)}.{did_you_mean(v, valid)}") from None
+        coerce_enums(self, {"strategy": Strategy, "augment": Augment, "schedule": Schedule, "device": Device})
         object.__setattr__(self, "data", Path(self.data))
         if self.out is not None:
             object.__setattr__(self, "out", Path(self.out))
