@@ -118,8 +118,20 @@ def _nodes_of_types(model: Path, op_types: Iterable[str]) -> list[str]:
     return [n.name for n in onnx.load(str(model)).graph.node if n.op_type in ops]
 
 
+# ops that pass a tensor through (ORT fuses Clip/Relu into the producing Conv's output quantization):
+# a "layer" for sensitivity is a compute node plus the pass-through ops right after it
+_PASS_THROUGH = {"Clip", "Relu", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose"}
+
+
 def sensitivity(pre: Path, qdq: Path, x: np.ndarray, work: Path) -> list[dict]:
-    """Per-node SQNR lost to int8 (dB), most sensitive first."""
+    """Per-layer SQNR lost to int8 (dB), most sensitive first.
+
+    Each row is one layer: a compute node and the pass-through ops fused after it (Conv+Clip), with
+    ``nodes`` listing all of them so that keeping the layer float excludes the whole fused group.
+    A layer's sensitivity is the SQNR (float model vs int8 model activations, onnxruntime's QDQ
+    debugging helpers) it loses: SQNR of its input minus SQNR of its output. The local Q/DQ error
+    alone misses error amplification in linear bottlenecks; the cumulative one blames every late layer.
+    """
     import onnx
     from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
                                                          create_activation_matching,
@@ -133,19 +145,41 @@ def sensitivity(pre: Path, qdq: Path, x: np.ndarray, work: Path) -> list[dict]:
     reader.rewind()
     qa = collect_activations(str(aug_q), reader)
     errs = compute_activation_error(create_activation_matching(qa, fa))
-    # SQNR (dB) of each float tensor vs its int8-model counterpart; a node's sensitivity is the
-    # SQNR it loses: SQNR(its input) - SQNR(its output). The local Q/DQ error alone misranks
-    # fused activations (Clip/Relu), the cumulative one blames every late layer.
     xm = {t: float(np.mean(e["xmodel_err"])) for t, e in errs.items() if "xmodel_err" in e}
+    graph = onnx.load(str(pre)).graph
+    # the graph input is the same tensor in both models: what it loses is its own 8-bit rounding
+    lo, hi = float(min(x.min(), 0.0)), float(max(x.max(), 0.0))
+    step = (hi - lo) / 255 or 1.0
+    err = x - (np.round((x - lo) / step) * step + lo)
+    # (capped at 60 dB: an input on the 8-bit grid, e.g. (u8 - 127) / 128, is exact)
+    xm["input"] = min(60.0, 10 * np.log10(np.sum(x.astype(np.float64) ** 2) / max(np.sum(err.astype(np.float64) ** 2), 1e-30)))
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    consts = {i.name for i in graph.initializer}
+
+    def measured_source(t: str) -> str:  # walk up through pass-through ops to a measured tensor
+        while t not in xm and t in producer and producer[t].op_type in _PASS_THROUGH:
+            t = producer[t].input[0]
+        return t
+
     rows = []
-    for node in onnx.load(str(pre)).graph.node:
-        outs = [o for o in node.output if o in xm]
-        if not outs:
+    for node in graph.node:
+        if node.op_type in _PASS_THROUGH or not node.output:
             continue
-        ins = [xm[i] for i in node.input if i in xm]
-        before = min(ins) if ins else 60.0  # the graph input: quantized once, ~60 dB
-        rows.append({"node": node.name, "op_type": node.op_type, "tensor": outs[0],
-                     "sqnr_db": xm[outs[0]], "sqnr_loss_db": before - xm[outs[0]]})
+        members, out = [node.name], node.output[0]
+        while out not in xm and len(consumers.get(out, [])) == 1 and consumers[out][0].op_type in _PASS_THROUGH:
+            members.append(consumers[out][0].name)
+            out = consumers[out][0].output[0]
+        if out not in xm:
+            continue
+        ins = [xm[s] for s in (measured_source(i) for i in node.input if i and i not in consts) if s in xm]
+        if not ins:
+            continue
+        rows.append({"node": node.name, "op_type": node.op_type, "nodes": members, "tensor": out,
+                     "sqnr_db": xm[out], "sqnr_loss_db": min(ins) - xm[out]})
     return sorted(rows, key=lambda r: -r["sqnr_loss_db"])
 
 
@@ -212,15 +246,13 @@ def quantize_into_bundle(stage: Path, cfg, *, run_dir: Path, labels, pp, eval_fl
             _quantize(pre, qdq, calib, preset, "QDQ", cfg.per_channel, cfg.calib_method.value, [])
             sens = sensitivity(pre, qdq, calib, work)
             base = min(cands, key=lambda c: c["drop_points"])
-            ranked = list(dict.fromkeys(r["node"] for r in sens))
-            with progress.task("sensitivity fallback", total=None) as adv:
-                for k in (1, 2, 4, 8, 16, 32, 64):
-                    if k > len(ranked):
-                        break
+            steps = [k for k in (1, 2, 4, 8, 12, 16, 24, 32, 48) if k <= len(sens)]
+            with progress.task("sensitivity fallback", total=len(steps)) as adv:
+                for k in steps:
                     path = work / f"fallback{k}.onnx"
-                    excl = sorted(set(base["nodes_excluded"]) | set(ranked[:k]))
+                    excl = sorted(set(base["nodes_excluded"]) | {n for r in sens[:k] for n in r["nodes"]})
                     _quantize(pre, path, calib, preset, base["format"], cfg.per_channel, cfg.calib_method.value, excl)
-                    c = evaluate(path, base["format"], excl, f"{k} most sensitive node(s) kept float")
+                    c = evaluate(path, base["format"], excl, f"{k} most sensitive layer(s) kept float")
                     cands.append(c)
                     adv(1)
                     if c["drop_points"] <= cfg.max_drop:

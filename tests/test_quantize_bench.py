@@ -78,3 +78,38 @@ def test_bench_and_targets_bad_input(int8_bundle, tmp_path):
     p = run_cli("targets", "--json", check=True)
     assert {t["name"] for t in json.loads(p.stdout)} >= {"host", "rpi4", "rpi5", "jetson-orin", "vehicle-6cam", "x86-ipc"}
     assert get_target("jetson-orin").providers[0] == "TensorrtExecutionProvider" and len(list_targets()) >= 6
+
+
+def test_sensitivity_ranks_fused_layers_and_finds_the_fragile_one(tmp_path):
+    """Conv+Clip count as one layer; a conv whose weights hold one huge outlier (so int8 rounds the
+    rest to zero) must come out as the most sensitive layer, with its fused Clip in `nodes`."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgetl.quantize import _quantize, sensitivity
+
+    rng = np.random.default_rng(0)
+    w1 = rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32)
+    w2 = rng.normal(0, 0.3, (8, 8, 1, 1)).astype(np.float32)
+    w2[:, :, 0, 0] *= 0.01
+    w2[0, 0, 0, 0] = 50.0  # per-output-channel scale set by one outlier: channel 0 is destroyed
+    w3 = rng.normal(0, 0.3, (4, 8, 1, 1)).astype(np.float32)
+    init = [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (w2, "w2"), (w3, "w3"))]
+    init += [numpy_helper.from_array(np.array(v, np.float32), n) for v, n in ((0.0, "lo"), (6.0, "hi"))]
+    nodes = [helper.make_node("Conv", ["input", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"], name="clip1"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"),
+             helper.make_node("Clip", ["c2", "lo", "hi"], ["r2"], name="clip2"),
+             helper.make_node("Conv", ["r2", "w3"], ["logits"], name="conv3")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 3, 8, 8])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 4, 8, 8])], init)
+    pre = tmp_path / "pre.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(pre))
+    x = rng.normal(0, 1, (16, 3, 8, 8)).astype(np.float32)
+    qdq = tmp_path / "qdq.onnx"
+    _quantize(pre, qdq, x, PRESETS["x86-avx2"], "QDQ", True, "minmax", [])
+    rows = sensitivity(pre, qdq, x, tmp_path)
+    assert {r["node"] for r in rows} == {"conv1", "conv2", "conv3"}
+    assert rows[0]["node"] == "conv2" and rows[0]["nodes"] == ["conv2", "clip2"]
+    assert all(r["sqnr_loss_db"] == pytest.approx(r["sqnr_loss_db"]) for r in rows)  # finite, no NaN
