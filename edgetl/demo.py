@@ -8,7 +8,6 @@ and a Raspberry Pi 5 profile -> predict three photos with the torch-free runtime
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from ._progress import SILENT, Progress

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import platform
 import tempfile
 from pathlib import Path
 from typing import Iterable
@@ -185,14 +184,12 @@ def sensitivity(pre: Path, qdq: Path, x: np.ndarray, work: Path) -> list[dict]:
 
 def quantize_into_bundle(stage: Path, cfg, *, run_dir: Path, labels, pp, eval_floats: np.ndarray,
                          eval_labels: np.ndarray, fp32_logits: np.ndarray, meta: dict, progress) -> dict:
-    """Write ``model.int8.onnx`` into the staging bundle folder; return the quantization report."""
+    """Write ``model.int8.onnx`` (and ``sensitivity.png``) into the staging bundle folder; return the report."""
     import onnx
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from .data import ImageCache, stratified_sample, validate
-    from .export import eval_samples, parity_figures, quick_latency
+    from .export import eval_samples
 
-    fp32 = stage / VARIANT_FILES["fp32"]
     # calibration: a seeded, class-stratified sample of the *train* split (or --calib-data)
     samples, calib_dir = eval_samples(run_dir, labels, cfg.calib_data, which="train", seed=cfg.seed)
     if not samples:
@@ -204,13 +201,53 @@ def quantize_into_bundle(stage: Path, cfg, *, run_dir: Path, labels, pp, eval_fl
     calib = pp.normalize(np.stack([pp.center_crop(np.asarray(cache.load(s.path, pp), np.uint8)) for s in samples]))
     if calib.shape[1:] != eval_floats.shape[1:]:
         raise DataError(f"calibration images give inputs {calib.shape[1:]}, the model takes {eval_floats.shape[1:]}")
+    out = stage / VARIANT_FILES["int8"]
+    report = quantize_model(stage / VARIANT_FILES["fp32"], out, calib, eval_floats, eval_labels, fp32_logits,
+                            preset=cfg.preset.value, per_channel=cfg.per_channel, calib_method=cfg.calib_method.value,
+                            max_drop=cfg.max_drop, plot=stage / "sensitivity.png", progress=progress)
+    proto = onnx.load(str(out))
+    del proto.metadata_props[:]
+    qinfo = {k: report[k] for k in QUANT_SETTINGS}
+    for k, v in {**meta, "edgetl.quantization": json.dumps(qinfo)}.items():
+        p = proto.metadata_props.add()
+        p.key, p.value = k, v
+    onnx.save(proto, str(out))
+    report["int8_size"] = out.stat().st_size
+    return report
 
-    preset_name = host_preset() if cfg.preset.value == "auto" else cfg.preset.value
+
+# the settings that reproduce an int8 model (bundle.json and the model's metadata record them)
+QUANT_SETTINGS = ("preset", "format", "activation_type", "weight_type", "per_channel", "reduce_range", "calib_method",
+                  "calib_size", "nodes_excluded", "op_types_float")
+
+
+def quantize_model(fp32: Path, out: Path, calib: np.ndarray, eval_floats: np.ndarray, eval_labels: np.ndarray,
+                   fp32_logits: np.ndarray | None = None, *, preset: str = "auto", per_channel: bool = True,
+                   calib_method: str = "minmax", max_drop: float = 0.5, plot: Path | None = None,
+                   progress=None) -> dict:
+    """Quantize the fp32 ONNX model ``fp32`` into ``out`` and return the report.
+
+    ``calib`` and ``eval_floats`` are preprocessed NCHW float32 inputs; ``eval_labels`` the true classes
+    of ``eval_floats``. Raises ArtifactError (and writes nothing) if no variant keeps the drop within
+    ``max_drop`` top-1 points.
+    """
+    import shutil
+
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from ._progress import SILENT
+    from .export import parity_figures, quick_latency
+
+    progress = progress or SILENT
+    fp32, out = Path(fp32), Path(out)
+    if fp32_logits is None:
+        fp32_logits = _logits(fp32, eval_floats)
+    preset_name = host_preset() if preset == "auto" else preset
     preset = PRESETS[preset_name]
     on_host = preset_name == host_preset()
     top1_fp32 = float(np.mean(fp32_logits.argmax(1) == eval_labels))
     bench_x = eval_floats[:1]
-    with tempfile.TemporaryDirectory(dir=stage.parent) as tmp:
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         work = Path(tmp)
         pre = work / "pre.onnx"
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
@@ -236,14 +273,14 @@ def quantize_into_bundle(stage: Path, cfg, *, run_dir: Path, labels, pp, eval_fl
         with progress.task(f"int8 candidates ({preset_name})", total=len(plans)) as adv:
             for i, (fmt, excl, why) in enumerate(plans):
                 path = work / f"cand{i}.onnx"
-                _quantize(pre, path, calib, preset, fmt, cfg.per_channel, cfg.calib_method.value, excl)
+                _quantize(pre, path, calib, preset, fmt, per_channel, calib_method, excl)
                 cands.append(evaluate(path, fmt, excl, why))
                 adv(1)
-        ok = [c for c in cands if c["drop_points"] <= cfg.max_drop]
+        ok = [c for c in cands if c["drop_points"] <= max_drop]
         sens: list[dict] = []
         if not ok:  # accuracy-aware fallback: keep the most sensitive nodes in float until the drop fits
             qdq = work / "sens_qdq.onnx"
-            _quantize(pre, qdq, calib, preset, "QDQ", cfg.per_channel, cfg.calib_method.value, [])
+            _quantize(pre, qdq, calib, preset, "QDQ", per_channel, calib_method, [])
             sens = sensitivity(pre, qdq, calib, work)
             base = min(cands, key=lambda c: c["drop_points"])
             steps = [k for k in (1, 2, 4, 8, 12, 16, 24, 32, 48) if k <= len(sens)]
@@ -251,11 +288,11 @@ def quantize_into_bundle(stage: Path, cfg, *, run_dir: Path, labels, pp, eval_fl
                 for k in steps:
                     path = work / f"fallback{k}.onnx"
                     excl = sorted(set(base["nodes_excluded"]) | {n for r in sens[:k] for n in r["nodes"]})
-                    _quantize(pre, path, calib, preset, base["format"], cfg.per_channel, cfg.calib_method.value, excl)
+                    _quantize(pre, path, calib, preset, base["format"], per_channel, calib_method, excl)
                     c = evaluate(path, base["format"], excl, f"{k} most sensitive layer(s) kept float")
                     cands.append(c)
                     adv(1)
-                    if c["drop_points"] <= cfg.max_drop:
+                    if c["drop_points"] <= max_drop:
                         ok = [c]
                         break
         if not ok:
@@ -263,7 +300,7 @@ def quantize_into_bundle(stage: Path, cfg, *, run_dir: Path, labels, pp, eval_fl
             raise ArtifactError(
                 f"int8 loses {best['drop_points']:.2f} top-1 points (fp32 {100 * top1_fp32:.1f}%, int8 "
                 f"{100 * best['top1_int8']:.1f}%, agreement {100 * best['top1_agreement']:.1f}%) even with "
-                f"{len(best['nodes_excluded'])} node(s) in float, over --max-drop {cfg.max_drop} (1 image = "
+                f"{len(best['nodes_excluded'])} node(s) in float, over --max-drop {max_drop} (1 image = "
                 f"{100 / len(eval_labels):.2f} points on these {len(eval_labels)} images): nothing was written; "
                 f"try --eval-data with more images, --calib-method entropy/percentile, or a larger --max-drop")
         if on_host:
@@ -281,34 +318,30 @@ def quantize_into_bundle(stage: Path, cfg, *, run_dir: Path, labels, pp, eval_fl
             chosen = ok[0]
             verdict = (f"preset {preset_name} is for another target than this host ({host_preset()}): "
                        f"accuracy checked here, latency not measured (run edgetl bench on the target)")
-        proto = onnx.load(str(chosen["path"]))
-        del proto.metadata_props[:]
         qinfo = {"preset": preset_name, "format": chosen["format"], "activation_type": preset.activation_type,
-                 "weight_type": preset.weight_type, "per_channel": cfg.per_channel,
-                 "reduce_range": preset.reduce_range, "calib_method": cfg.calib_method.value,
-                 "calib_size": len(samples), "nodes_excluded": chosen["nodes_excluded"],
+                 "weight_type": preset.weight_type, "per_channel": per_channel,
+                 "reduce_range": preset.reduce_range, "calib_method": calib_method,
+                 "calib_size": len(calib), "nodes_excluded": chosen["nodes_excluded"],
                  "op_types_float": list(preset.op_types_float) if chosen["nodes_excluded"] == float_nodes else []}
-        for k, v in {**meta, "edgetl.quantization": json.dumps(qinfo)}.items():
-            p = proto.metadata_props.add()
-            p.key, p.value = k, v
-        onnx.save(proto, str(stage / VARIANT_FILES["int8"]))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(chosen["path"], out)
 
     keys = ("node", "op_type", "sqnr_db", "sqnr_loss_db")
     top10 = [{k: r[k] for k in keys} for r in sens[:10]]
     if not sens:  # report the sensitivity of the chosen model anyway (cheap: 16 images)
-        with tempfile.TemporaryDirectory(dir=stage.parent) as tmp:
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
             work = Path(tmp)
             pre = work / "pre.onnx"
             quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
             qdq = work / "qdq.onnx"
-            _quantize(pre, qdq, calib, preset, "QDQ", cfg.per_channel, cfg.calib_method.value, chosen["nodes_excluded"])
+            _quantize(pre, qdq, calib, preset, "QDQ", per_channel, calib_method, chosen["nodes_excluded"])
             top10 = [{k: r[k] for k in keys} for r in sensitivity(pre, qdq, calib, work)[:10]]
     try:
         from .report import plot_bars
 
-        if top10:
+        if top10 and plot is not None:
             plot_bars([f"{r['node']} ({r['op_type']})" for r in top10], [r["sqnr_loss_db"] for r in top10],
-                      stage / "sensitivity.png", xlabel="SQNR lost at the layer, dB (higher = more sensitive to int8)",
+                      plot, xlabel="SQNR lost at the layer, dB (higher = more sensitive to int8)",
                       title="10 most int8-sensitive layers")
     except ImportError:
         pass
@@ -316,12 +349,12 @@ def quantize_into_bundle(stage: Path, cfg, *, run_dir: Path, labels, pp, eval_fl
         **qinfo,
         "verdict": verdict,
         "fp32_p50_ms": fp32_ms, "int8_p50_ms": chosen["p50_ms"],
-        "fp32_size": fp32.stat().st_size, "int8_size": (stage / VARIANT_FILES["int8"]).stat().st_size,
+        "fp32_size": fp32.stat().st_size, "int8_size": out.stat().st_size,
         "host": host_isa(),
         "candidates": [{k: v for k, v in c.items() if k != "path"} | {"nodes_excluded": len(c["nodes_excluded"])}
                        for c in cands],
         "most_sensitive": top10,
         "parity": {"n": int(len(eval_labels)), "top1_fp32": top1_fp32, "top1_int8": chosen["top1_int8"],
                    "drop_points": chosen["drop_points"], "top1_agreement": chosen["top1_agreement"],
-                   "max_abs_diff": chosen["max_abs_diff"], "max_drop": cfg.max_drop},
+                   "max_abs_diff": chosen["max_abs_diff"], "max_drop": max_drop},
     }

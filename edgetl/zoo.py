@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from .errors import ConfigError, WeightsError, did_you_mean, unknown_choice
+from .errors import ConfigError, WeightsError, unknown_choice
 from .preprocess import Preprocess
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 import json
 
-from conftest import assert_one_line_error, make_imagefolder, run_cli
+from conftest import run_cli
 from edgetl import __version__
 
 

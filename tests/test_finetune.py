@@ -1,14 +1,12 @@
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
-from conftest import REPO, assert_one_line_error, make_imagefolder, run_cli, tree_hashes
+from conftest import REPO, assert_one_line_error, run_cli, tree_hashes
 from edgetl.errors import ArtifactError, ConfigError, ExistsError
 from edgetl.finetune import FinetuneConfig, _set_train_mode, _apply_freeze, finetune, load_checkpoint, model_from_checkpoint
 from edgetl import zoo
