@@ -50,7 +50,7 @@ class QuantPreset:
 
 PRESETS: dict[str, QuantPreset] = {p.name: p for p in [
     QuantPreset("x86-avx2", "QUInt8", "QInt8", True, False, ("QOperator", "QDQ"),
-                ("Add", "Mul", "Sigmoid", "HardSigmoid", "GlobalAveragePool"),
+                ("Add", "Mul", "Sigmoid", "HardSigmoid", "HardSwish", "GlobalAveragePool"),
                 "AVX2 without VNNI: U8S8 with reduce_range keeps vpmaddubsw from saturating"),
     QuantPreset("x86-vnni", "QUInt8", "QInt8", False, False, ("QOperator", "QDQ"), ("Sigmoid", "HardSigmoid"),
                 "AVX512-VNNI / AVX-VNNI / AMX: full 8-bit range, dot-product instructions"),
