@@ -211,3 +211,29 @@ def test_path_traversal_in_file_names_refused(bundle_manifest, name):
     m["files"][name] = m["files"]["model.onnx"]
     with pytest.raises(ArtifactError, match="plain name|not a plain"):
         parse_manifest(m)
+
+
+def test_base_install_alone_runs_predict_verify_bench(bundle, tmp_path_factory):
+    """The device story: a venv with only `pip install edgetl` (no extras: no torch, no onnx) runs
+    predict, verify and bench on a bundle this (training) venv exported."""
+    root = tmp_path_factory.mktemp("device")
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py, cli = venv / "bin" / "python", venv / "bin" / "edgetl"
+    p = subprocess.run([str(py), "-m", "pip", "install", "-q", str(REPO)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    p = subprocess.run([str(py), "-c", "import importlib.util as u; print([m for m in ('torch', 'torchvision', 'onnx') "
+                        "if u.find_spec(m)])"], capture_output=True, text=True, check=True)
+    assert p.stdout.strip() == "[]", f"the base install pulled {p.stdout}"
+    img = make_image(root / "photo.jpg", (50, 37))
+    env = {**os.environ, "EDGETL_CACHE": str(root / "cache")}
+    env.pop("PYTHONPATH", None)
+    run = lambda *a: subprocess.run([str(cli), *map(str, a)], capture_output=True, text=True, cwd=root, env=env)
+    v = run("verify", bundle.path)
+    assert v.returncode == 0 and "PASS" in v.stdout, v.stdout + v.stderr
+    pr = run("predict", bundle.path, img, "--json")
+    assert pr.returncode == 0, pr.stderr
+    assert json.loads(pr.stdout.splitlines()[0])["label"] in bundle.labels
+    b = run("bench", bundle.path, "--min-runs", "3", "--min-time", "0", "--no-rss", "--out", root / "bench")
+    assert b.returncode == 0, b.stdout + b.stderr
+    assert json.loads((root / "bench" / "bench.json").read_text())["variants"]["fp32"]["latency"]["runs"] >= 3

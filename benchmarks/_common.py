@@ -1,0 +1,20 @@
+"""Shared by the benchmark scripts: paths, and the reference bundle they measure."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared" / "datasets"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def lite0_bundle(work: Path, dataset: str = "hymenoptera") -> Path:
+    """efficientnet_lite0 (real ImageNet weights) fine-tuned with the default linear probe, exported
+    with --int8 (accuracy gate off: these benchmarks measure speed)."""
+    from edgetl.export import ExportConfig, export
+    from edgetl.finetune import FinetuneConfig, finetune
+
+    run = finetune(FinetuneConfig(data=SHARED / dataset, backbone="efficientnet_lite0", out=work / "run"), force=True)
+    return export(run.out, ExportConfig(int8=True, max_drop=100.0), force=True).path
