@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared" / "datasets"
-RUNS, THREADS = 60, 2
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, SHARED  # noqa: E402
+
+RUNS, THREADS = 60, 2  # at most RUNS timed calls, at least 15 and 3 s
 
 
 def _images(folder: Path, pp, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -53,11 +53,20 @@ def _ort_defaults(fp32: Path, out: Path, calib: np.ndarray) -> None:
     quantize_static(str(fp32), str(out), _BatchReader("input", _batches(calib, 16)))
 
 
+def _p50(model: Path, x: np.ndarray) -> float:
+    from edgetl.bench import time_calls
+    from edgetl.export import ort_session
+
+    s = ort_session(model, THREADS)
+    ts = time_calls(lambda: s.run(None, {"input": x}), warmup=3, min_runs=15, min_time=3.0)
+    return float(np.median(ts[:RUNS]))
+
+
 def latency_part(backbones: list[str], calib_dir: Path, n_calib: int) -> list[dict]:
     import onnx
     import torch
 
-    from edgetl.export import _check, _simplify, _torch_export, quick_latency
+    from edgetl.export import _check, _simplify, _torch_export
     from edgetl.quantize import _logits, quantize_model
     from edgetl.zoo import create_model, get_spec
 
@@ -69,7 +78,7 @@ def latency_part(backbones: list[str], calib_dir: Path, n_calib: int) -> list[di
         model = create_model(name, 10, weights="none").eval()
         calib, _ = _images(calib_dir, spec.preprocess, n_calib)
         evalx, _ = _images(calib_dir, spec.preprocess, -1)
-        evalx = evalx[:48]
+        evalx = evalx[:16]
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             fp32 = tmp / "model.onnx"
@@ -81,11 +90,10 @@ def latency_part(backbones: list[str], calib_dir: Path, n_calib: int) -> list[di
             _ort_defaults(fp32, base, calib)
             ref = _logits(fp32, evalx)
             # random weights: accuracy means nothing here, agreement with fp32 is reported instead
-            rep = quantize_model(fp32, tmp / "edgetl.onnx", calib, evalx, ref.argmax(1), ref, max_drop=100.0)
+            rep = quantize_model(fp32, tmp / "edgetl.onnx", calib, evalx, ref.argmax(1), ref, max_drop=100.0,
+                                 report_sensitivity=False)
             x1 = calib[:1]
-            fp_ms = quick_latency(fp32, x1, runs=RUNS, threads=THREADS)
-            base_ms = quick_latency(base, x1, runs=RUNS, threads=THREADS)
-            ours_ms = quick_latency(tmp / "edgetl.onnx", x1, runs=RUNS, threads=THREADS)
+            fp_ms, base_ms, ours_ms = _p50(fp32, x1), _p50(base, x1), _p50(tmp / "edgetl.onnx", x1)
             base_agree = float(np.mean(_logits(base, evalx).argmax(1) == ref.argmax(1)))
             rows.append({
                 "backbone": name, "fp32_p50_ms": fp_ms, "ort_defaults_p50_ms": base_ms, "edgetl_p50_ms": ours_ms,
@@ -158,19 +166,25 @@ def main(argv=None) -> dict:
     ap.add_argument("--datasets", nargs="*", type=Path,
                     default=sorted(p for p in SHARED.iterdir() if (p / "train").is_dir()) if SHARED.is_dir() else [])
     ap.add_argument("--calib", type=int, default=64, help="calibration images for part 1")
-    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "int8_zoo.json")
+    ap.add_argument("--parts", default="accuracy,latency",
+                    help="which parts to run; a part not run keeps its rows from an existing --json file")
+    ap.add_argument("--json", type=Path, default=RESULTS / "int8_zoo.json")
     a = ap.parse_args(argv)
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization logs every tensor at INFO
     calib_dir = a.datasets[0] if a.datasets else None
     if calib_dir is None:
         sys.exit("no datasets: pass --datasets DIR (ImageFolder with train/ and val/)")
     print(f"# int8 zoo on {platform.processor() or platform.machine()} ({host_isa()}), batch 1, {THREADS} threads")
-    lat = latency_part([b for b in a.backbones.split(",") if b], calib_dir, a.calib) if a.backbones else []
-    with tempfile.TemporaryDirectory() as tmp:
-        acc = accuracy_part(a.datasets, Path(tmp))
-    doc = {"benchmark": "int8_zoo", "date": time.strftime("%Y-%m-%d"), "host": host_isa(),
-           "machine": platform.machine(), "threads": THREADS, "runs": RUNS, "latency": lat, "accuracy": acc}
+    doc = json.loads(a.json.read_text()) if a.json.is_file() else {"latency": [], "accuracy": []}
+    doc.update({"benchmark": "int8_zoo", "date": time.strftime("%Y-%m-%d"), "host": host_isa(),
+                "machine": platform.machine(), "threads": THREADS, "runs": RUNS})
     a.json.parent.mkdir(parents=True, exist_ok=True)
+    if "accuracy" in a.parts:
+        with tempfile.TemporaryDirectory() as tmp:
+            doc["accuracy"] = accuracy_part(a.datasets, Path(tmp))
+        a.json.write_text(json.dumps(doc, indent=2))
+    if "latency" in a.parts:
+        doc["latency"] = latency_part([b for b in a.backbones.split(",") if b], calib_dir, a.calib)
     a.json.write_text(json.dumps(doc, indent=2))
     print(f"wrote {a.json}")
     return doc

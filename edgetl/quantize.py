@@ -224,7 +224,7 @@ QUANT_SETTINGS = ("preset", "format", "activation_type", "weight_type", "per_cha
 def quantize_model(fp32: Path, out: Path, calib: np.ndarray, eval_floats: np.ndarray, eval_labels: np.ndarray,
                    fp32_logits: np.ndarray | None = None, *, preset: str = "auto", per_channel: bool = True,
                    calib_method: str = "minmax", max_drop: float = 0.5, plot: Path | None = None,
-                   progress=None) -> dict:
+                   report_sensitivity: bool = True, progress=None) -> dict:
     """Quantize the fp32 ONNX model ``fp32`` into ``out`` and return the report.
 
     ``calib`` and ``eval_floats`` are preprocessed NCHW float32 inputs; ``eval_labels`` the true classes
@@ -269,13 +269,21 @@ def quantize_model(fp32: Path, out: Path, calib: np.ndarray, eval_floats: np.nda
             plans.append((fmt, [], "all ops int8"))
             if float_nodes and on_host:
                 plans.append((fmt, float_nodes, f"{'/'.join(preset.op_types_float)} kept float"))
-        cands = []
+        cands, failed = [], []
         with progress.task(f"int8 candidates ({preset_name})", total=len(plans)) as adv:
             for i, (fmt, excl, why) in enumerate(plans):
                 path = work / f"cand{i}.onnx"
-                _quantize(pre, path, calib, preset, fmt, per_channel, calib_method, excl)
-                cands.append(evaluate(path, fmt, excl, why))
+                try:
+                    _quantize(pre, path, calib, preset, fmt, per_channel, calib_method, excl)
+                    cands.append(evaluate(path, fmt, excl, why))
+                except Exception as e:  # onnxruntime's quantizer can emit a graph its runtime refuses
+                    # (e.g. QOperator QLinearAdd fed an int32 bias in ConvNeXt): skip that candidate
+                    failed.append({"format": fmt, "why": why, "error": f"{type(e).__name__}: {str(e)[:300]}"})
+                    log.warning("int8 candidate %s (%s) failed: %s", fmt, why, failed[-1]["error"])
                 adv(1)
+        if not cands:
+            raise ArtifactError(f"every int8 candidate failed to quantize or load ({failed[0]['error']}): "
+                                f"nothing was written; export without --int8, or try another --preset")
         ok = [c for c in cands if c["drop_points"] <= max_drop]
         sens: list[dict] = []
         if not ok:  # accuracy-aware fallback: keep the most sensitive nodes in float until the drop fits
@@ -328,7 +336,7 @@ def quantize_model(fp32: Path, out: Path, calib: np.ndarray, eval_floats: np.nda
 
     keys = ("node", "op_type", "sqnr_db", "sqnr_loss_db")
     top10 = [{k: r[k] for k in keys} for r in sens[:10]]
-    if not sens:  # report the sensitivity of the chosen model anyway (cheap: 16 images)
+    if not sens and report_sensitivity:  # report the sensitivity of the chosen model anyway (16 images)
         with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
             work = Path(tmp)
             pre = work / "pre.onnx"
@@ -353,6 +361,7 @@ def quantize_model(fp32: Path, out: Path, calib: np.ndarray, eval_floats: np.nda
         "host": host_isa(),
         "candidates": [{k: v for k, v in c.items() if k != "path"} | {"nodes_excluded": len(c["nodes_excluded"])}
                        for c in cands],
+        "failed_candidates": failed,
         "most_sensitive": top10,
         "parity": {"n": int(len(eval_labels)), "top1_fp32": top1_fp32, "top1_int8": chosen["top1_int8"],
                    "drop_points": chosen["drop_points"], "top1_agreement": chosen["top1_agreement"],

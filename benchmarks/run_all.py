@@ -1,0 +1,127 @@
+"""Run every benchmark script and write benchmarks/RESULTS.md (one table per benchmark) and plots.
+
+    python benchmarks/run_all.py            # runs them all (about an hour on 2 CPU cores), then writes
+    python benchmarks/run_all.py --report   # only rewrites RESULTS.md from benchmarks/results/*.json
+
+Each script also runs alone and writes its JSON to benchmarks/results/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, ROOT  # noqa: E402
+
+HERE = ROOT / "benchmarks"
+SCRIPTS = ["int8_zoo.py", "bench_fidelity.py", "cold_start.py", "finetune_speed.py"]
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+           ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+
+
+def _int8_zoo(d: dict) -> list[str]:
+    out = [f"### int8 vs fp32 per backbone (`int8_zoo.py`, {d['date']}, batch 1, {d['threads']} threads)", "",
+           "Latency: random-init weights (latency does not depend on their values). `ort-defaults` is "
+           "`quantize_static` with its defaults, the onnxruntime tutorial recipe.", ""]
+    out += _table(["backbone", "fp32 p50 ms", "ort-defaults ms", "ratio", "edgetl int8 ms", "ratio", "edgetl choice",
+                   "int8 size / fp32"],
+                  [[r["backbone"], r["fp32_p50_ms"], r["ort_defaults_p50_ms"], r["ort_defaults_ratio"],
+                    r["edgetl_p50_ms"], r["edgetl_ratio"], r["edgetl_choice"], r["edgetl_size_ratio"]]
+                   for r in d["latency"]])
+    out += ["", "Accuracy: efficientnet_lite0 (real ImageNet weights) fine-tuned with the default linear probe, "
+                "whole val split.", ""]
+    out += _table(["dataset", "val images", "fp32 top-1", "edgetl int8 top-1", "agreement", "ort-defaults top-1",
+                   "agreement", "default --max-drop 0.5"],
+                  [[r["dataset"], r["val_images"], r["top1_fp32"], r["edgetl"]["top1"], r["edgetl"]["agreement"],
+                    r["ort_defaults"]["top1"], r["ort_defaults"]["agreement"],
+                    "passed" if r["default_settings"].startswith("passed") else "refused (exit 1)"]
+                   for r in d["accuracy"]])
+    return out
+
+
+def _bench_fidelity(d: dict) -> list[str]:
+    out = [f"### `edgetl bench` vs a plain onnxruntime loop (`bench_fidelity.py`, {d['date']})", ""]
+    return out + _table(["variant", "edgetl bench p50 ms", "plain loop p50 ms", "ratio", "within 5%", "CV edgetl",
+                         "CV plain"], [[r["variant"], r["edgetl_p50_ms"], r["plain_p50_ms"], r["ratio"],
+                                        r["within_5pct"], r["edgetl_cv"], r["plain_cv"]] for r in d["rows"]])
+
+
+def _cold_start(d: dict) -> list[str]:
+    m = d["median"]
+    out = [f"### Cold start of the device runtime (`cold_start.py`, {d['date']}, median of {len(d['runs'])})", ""]
+    return out + _table(["process wall s", "import s", "load s", "first prediction s", "goal < 1 s"],
+                        [[m["wall_s"], m["import_s"], m["load_s"], m["first_predict_s"], "met" if d["met"] else "missed"]])
+
+
+def _finetune_speed(d: dict) -> list[str]:
+    out = [f"### Fine-tuning vs the PyTorch tutorial loop (`finetune_speed.py`, {d['date']}, {d['dataset']}, "
+           f"{d['epochs']} epochs, efficientnet_lite0)", ""]
+    out += _table(["method", "wall s", "best val top-1"],
+                  [[k, v["wall_s"], v["best_val_acc"]] for k, v in d["results"].items()])
+    out += [""] + [f"- {k}: edgetl {v['speedup']:.1f}x faster, {v['acc_delta_points']:+.1f} points" for k, v in
+                   d["ratios"].items()]
+    return out
+
+
+def _plots(docs: dict) -> list[str]:
+    try:
+        from edgetl.report import plot_bars
+    except ImportError:
+        return []
+    lines = []
+    if "int8_zoo" in docs and docs["int8_zoo"]["latency"]:
+        rows = docs["int8_zoo"]["latency"]
+        labels = [f"{r['backbone']} ({tag})" for r in rows for tag in ("ort-defaults", "edgetl")]
+        vals = [r[k] for r in rows for k in ("ort_defaults_ratio", "edgetl_ratio")]
+        plot_bars(labels, vals, HERE / "int8_latency_ratio.png", xlabel="int8 p50 / fp32 p50 (lower is faster; 1 = fp32)",
+                  title="int8 latency relative to fp32, this CPU, batch 1", ref=1.0)
+        lines = ["", "![int8 latency ratio](int8_latency_ratio.png)"]
+    return lines
+
+
+RENDER = {"int8_zoo": _int8_zoo, "bench_fidelity": _bench_fidelity, "cold_start": _cold_start,
+          "finetune_speed": _finetune_speed}
+
+
+def write_report() -> Path:
+    from edgetl.bench import machine_info
+
+    docs = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
+    m = machine_info()
+    lines = ["# Benchmark results", "",
+             f"Written by `benchmarks/run_all.py` on {time.strftime('%Y-%m-%d')}: {m['cpu']}, {m['cores']} cores, "
+             f"VNNI: {m['isa']['vnni'] or 'no'}, onnxruntime {m['onnxruntime']}, Python {platform.python_version()}. "
+             "Each table's own date is when its script ran; the JSON is in `benchmarks/results/`.", ""]
+    for name in RENDER:
+        if name in docs:
+            lines += RENDER[name](docs[name]) + [""]
+        else:
+            lines += [f"### {name}: not run yet (`python benchmarks/{name}.py`)", ""]
+    lines += _plots(docs)
+    out = HERE / "RESULTS.md"
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--report", action="store_true", help="only rewrite RESULTS.md from the JSON files")
+    a = ap.parse_args(argv)
+    if not a.report:
+        for s in SCRIPTS:
+            print(f"== {s}", flush=True)
+            subprocess.run([sys.executable, str(HERE / s)], check=True, cwd=ROOT)
+    print(f"wrote {write_report()}")
+
+
+if __name__ == "__main__":
+    main()
