@@ -31,7 +31,7 @@ def test_vehicles_finetune_export_bench_predict_verify(tmp_path):
     q = ex["quantization"]["parity"]
     assert q["n"] == 200 and q["top1_agreement"] >= 0.99 and q["drop_points"] <= 0.5, q
     bundle = Path(ex["bundle"])
-    assert (bundle / "model.int8.onnx").is_file() and ex["parity"]["max_abs_diff"] < 1e-3
+    assert (bundle / "model.int8.onnx").is_file() and ex["parity"]["fp32"]["max_abs_diff"] < 1e-3
 
     run_cli("bench", bundle, "--data", VEHICLES, "--min-runs", "20", "--min-time", "0", "--out", tmp_path / "bench",
             check=True)
