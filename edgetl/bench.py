@@ -146,7 +146,12 @@ def _peak_rss_mb(model: Path, providers, threads: int, batch: np.ndarray) -> flo
             f"s=ort.InferenceSession({str(model)!r},so,providers={list(providers)!r})\n"
             f"x=np.load({f.name!r}); n=s.get_inputs()[0].name\n"
             "[s.run(None,{n:x}) for _ in range(5)]\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)")
+            # VmHWM belongs to this process's own address space (new at exec); ru_maxrss is not: Linux
+            # carries it over from a fat parent through fork+exec (a 4 GB trainer reported 4 GB here)
+            "hwm=[int(l.split()[1])/1024 for l in open('/proc/self/status') if l.startswith('VmHWM:')] "
+            "if sys.platform.startswith('linux') else []\n"
+            "r=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "print(hwm[0] if hwm else r/(1048576 if sys.platform=='darwin' else 1024))")
     try:
         p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
         return float(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else None

@@ -113,3 +113,19 @@ def test_sensitivity_ranks_fused_layers_and_finds_the_fragile_one(tmp_path):
     assert {r["node"] for r in rows} == {"conv1", "conv2", "conv3"}
     assert rows[0]["node"] == "conv2" and rows[0]["nodes"] == ["conv2", "clip2"]
     assert all(r["sqnr_loss_db"] == pytest.approx(r["sqnr_loss_db"]) for r in rows)  # finite, no NaN
+
+
+def test_peak_rss_is_the_fresh_process_not_its_parent(int8_bundle):
+    """ru_maxrss survives fork+exec on Linux: a fat parent (a trainer holding GBs) must not leak its
+    size into the fresh process's figure."""
+    import numpy as np
+
+    from edgetl.bench import _peak_rss_mb
+
+    b, _ = int8_bundle
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    lean = _peak_rss_mb(b.model, ["CPUExecutionProvider"], 1, x)
+    ballast = np.ones(600 * 2**20, np.uint8)  # 600 MB resident in this (parent) process
+    fat = _peak_rss_mb(b.model, ["CPUExecutionProvider"], 1, x)
+    del ballast
+    assert lean and fat and fat < lean + 100, (lean, fat)
