@@ -148,8 +148,11 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, sig, uninterrupted):
     args, ref = uninterrupted
 
     out = tmp_path / "run"
+    # a shell's background jobs inherit SIGINT ignored (and then Python keeps ignoring it): give the
+    # child the default disposition, as a foreground process in a terminal has
     p = subprocess.Popen([sys.executable, "-m", "edgetl", *map(str, args), "--out", str(out)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     t_end = time.time() + 300
     while time.time() < t_end and p.poll() is None:
         if (out / "last.pt").is_file() and (out / "metrics.json").is_file():
