@@ -37,6 +37,8 @@ def _int8_zoo(d: dict) -> list[str]:
                   [[r["backbone"], r["fp32_p50_ms"], r["ort_defaults_p50_ms"], r["ort_defaults_ratio"],
                     r["edgetl_p50_ms"], r["edgetl_ratio"], r["edgetl_choice"], r["edgetl_size_ratio"]]
                    for r in d["latency"]])
+    if not d["accuracy"]:
+        return out + ["", "Accuracy part: not in this JSON yet (`python benchmarks/int8_zoo.py --parts accuracy`)."]
     out += ["", "Accuracy: efficientnet_lite0 (real ImageNet weights) fine-tuned with the default linear probe, "
                 "whole val split.", ""]
     out += _table(["dataset", "val images", "fp32 top-1", "edgetl int8 top-1", "agreement", "ort-defaults top-1",
