@@ -39,8 +39,7 @@ def _images(folder: Path, pp, n: int, seed: int = 0) -> tuple[np.ndarray, np.nda
 
     split = load_imagefolder(folder)
     samples = split.val if n < 0 else stratified_sample(split.train, n, seed=seed)
-    cache = ImageCache()
-    x = pp.normalize(np.stack([pp.center_crop(np.asarray(cache.load(s.path, pp), np.uint8)) for s in samples]))
+    x = pp.normalize(ImageCache().frames(samples, pp))
     return x, np.array([s.label for s in samples])
 
 

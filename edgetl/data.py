@@ -197,6 +197,10 @@ class ImageCache:
                 np.save(f, np.asarray(img, dtype=np.uint8), allow_pickle=False)
         return img
 
+    def frames(self, samples: Sequence[Sample], pp: Preprocess) -> np.ndarray:
+        """The samples resized and center-cropped: uint8 [N, crop, crop, 3] (``pp.normalize`` makes inputs)."""
+        return np.stack([pp.center_crop(np.asarray(self.load(s.path, pp), np.uint8)) for s in samples])
+
 
 def validate(samples: Sequence[Sample], pp: Preprocess, cache: ImageCache, *,
              workers: int | None = None, progress: Callable[[int], None] | None = None,

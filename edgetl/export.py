@@ -303,7 +303,7 @@ def export(run: str | Path, cfg: ExportConfig | None = None, *, force: bool = Fa
     cache = ImageCache()
     with progress.task("load validation images", total=len(samples)) as adv:
         samples, _ = validate(samples, Preprocess.from_dict(ck["preprocess"]), cache, progress=adv, where=str(data_dir))
-    frames = np.stack([pp.center_crop(np.asarray(cache.load(s.path, pp), np.uint8)) for s in samples])  # [N,H,W,3]
+    frames = cache.frames(samples, pp)  # [N,H,W,3]
     floats = pp.normalize(frames)  # [N,3,H,W]
     y = np.array([s.label for s in samples])
 

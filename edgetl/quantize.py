@@ -198,7 +198,7 @@ def quantize_into_bundle(stage: Path, cfg, *, run_dir: Path, labels, pp, eval_fl
     cache = ImageCache()
     with progress.task("calibration images", total=len(samples)) as adv:
         samples, _ = validate(samples, dataclasses.replace(pp, layout="NCHW"), cache, progress=adv, where=str(calib_dir))
-    calib = pp.normalize(np.stack([pp.center_crop(np.asarray(cache.load(s.path, pp), np.uint8)) for s in samples]))
+    calib = pp.normalize(cache.frames(samples, pp))
     if calib.shape[1:] != eval_floats.shape[1:]:
         raise DataError(f"calibration images give inputs {calib.shape[1:]}, the model takes {eval_floats.shape[1:]}")
     out = stage / VARIANT_FILES["int8"]
