@@ -333,17 +333,13 @@ def quantize_model(fp32: Path, out: Path, calib: np.ndarray, eval_floats: np.nda
                  "op_types_float": list(preset.op_types_float) if chosen["nodes_excluded"] == float_nodes else []}
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(chosen["path"], out)
+        if not sens and report_sensitivity:  # report the chosen model's sensitivity anyway (16 images),
+            qdq = work / "qdq.onnx"          # reusing the pre-processed graph and the calibration cache
+            _quantize(pre, qdq, calib, preset, "QDQ", per_channel, calib_method, chosen["nodes_excluded"])
+            sens = sensitivity(pre, qdq, calib, work)
 
     keys = ("node", "op_type", "sqnr_db", "sqnr_loss_db")
     top10 = [{k: r[k] for k in keys} for r in sens[:10]]
-    if not sens and report_sensitivity:  # report the sensitivity of the chosen model anyway (16 images)
-        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-            work = Path(tmp)
-            pre = work / "pre.onnx"
-            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-            qdq = work / "qdq.onnx"
-            _quantize(pre, qdq, calib, preset, "QDQ", per_channel, calib_method, chosen["nodes_excluded"])
-            top10 = [{k: r[k] for k in keys} for r in sensitivity(pre, qdq, calib, work)[:10]]
     try:
         from .report import plot_bars
 
