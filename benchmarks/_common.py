@@ -18,3 +18,12 @@ def lite0_bundle(work: Path, dataset: str = "hymenoptera") -> Path:
 
     run = finetune(FinetuneConfig(data=SHARED / dataset, backbone="efficientnet_lite0", out=work / "run"), force=True)
     return export(run.out, ExportConfig(int8=True, max_drop=100.0), force=True).path
+
+
+def save(path: Path, doc: dict) -> None:
+    """Write a benchmark's JSON (atomically, with edgetl's own writer) and say where."""
+    from edgetl._io import write_json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, doc)
+    print(f"wrote {path}")

@@ -11,7 +11,6 @@ variation.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, lite0_bundle  # noqa: E402
+from _common import RESULTS, lite0_bundle, save  # noqa: E402
 
 THREADS = 2
 
@@ -82,9 +81,7 @@ def main(argv=None) -> dict:
                   flush=True)
     doc = {"benchmark": "bench_fidelity", "date": time.strftime("%Y-%m-%d"), "host": host_isa(),
            "machine": platform.machine(), "threads": THREADS, "rows": rows}
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    a.json.write_text(json.dumps(doc, indent=2))
-    print(f"wrote {a.json}")
+    save(a.json, doc)
     return doc
 
 

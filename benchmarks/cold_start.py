@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, SHARED, lite0_bundle  # noqa: E402
+from _common import RESULTS, ROOT, SHARED, lite0_bundle, save  # noqa: E402
 
 CHILD = r"""
 import sys, time, json
@@ -61,9 +61,7 @@ def main(argv=None) -> dict:
           f"{any(r['torch_imported'] for r in rows)}; goal < 1 s: {'met' if med['wall_s'] < 1 else 'missed'}")
     doc = {"benchmark": "cold_start", "date": time.strftime("%Y-%m-%d"), "machine": platform.machine(),
            "median": med, "runs": rows, "goal_s": 1.0, "met": med["wall_s"] < 1.0}
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    a.json.write_text(json.dumps(doc, indent=2))
-    print(f"wrote {a.json}")
+    save(a.json, doc)
     return doc
 
 

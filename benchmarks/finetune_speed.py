@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, SHARED  # noqa: E402
+from _common import RESULTS, SHARED, save  # noqa: E402
 
 
 def tutorial(data: Path, epochs: int, fixed_features: bool) -> dict:
@@ -125,9 +124,7 @@ def main(argv=None) -> dict:
     doc = {"benchmark": "finetune_speed", "date": time.strftime("%Y-%m-%d"), "dataset": a.dataset,
            "epochs": a.epochs, "machine": platform.machine(), "torch_threads": torch.get_num_threads(),
            "results": res, "ratios": ratios}
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    a.json.write_text(json.dumps(doc, indent=2))
-    print(f"wrote {a.json}")
+    save(a.json, doc)
     return doc
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, SHARED  # noqa: E402
+from _common import RESULTS, SHARED, save  # noqa: E402
 
 RUNS, THREADS = 60, 2  # at most RUNS timed calls, at least 15 and 3 s
 
@@ -177,15 +177,13 @@ def main(argv=None) -> dict:
     doc = json.loads(a.json.read_text()) if a.json.is_file() else {"latency": [], "accuracy": []}
     doc.update({"benchmark": "int8_zoo", "date": time.strftime("%Y-%m-%d"), "host": host_isa(),
                 "machine": platform.machine(), "threads": THREADS, "runs": RUNS})
-    a.json.parent.mkdir(parents=True, exist_ok=True)
     if "accuracy" in a.parts:
         with tempfile.TemporaryDirectory() as tmp:
             doc["accuracy"] = accuracy_part(a.datasets, Path(tmp))
-        a.json.write_text(json.dumps(doc, indent=2))
+        save(a.json, doc)  # kept even if the latency part fails
     if "latency" in a.parts:
         doc["latency"] = latency_part([b for b in a.backbones.split(",") if b], calib_dir, a.calib)
-    a.json.write_text(json.dumps(doc, indent=2))
-    print(f"wrote {a.json}")
+        save(a.json, doc)
     return doc
 
 
