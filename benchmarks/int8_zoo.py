@@ -54,7 +54,7 @@ def _ort_defaults(fp32: Path, out: Path, calib: np.ndarray) -> None:
 
 def _p50(model: Path, x: np.ndarray) -> float:
     from edgetl.bench import time_calls
-    from edgetl.export import ort_session
+    from edgetl.runtime import ort_session
 
     s = ort_session(model, THREADS)
     ts = time_calls(lambda: s.run(None, {"input": x}), warmup=3, min_runs=15, min_time=3.0)

@@ -33,6 +33,7 @@ from ._io import write_json
 from ._progress import SILENT, Progress
 from .bundle import read_manifest, verify_files
 from .errors import ConfigError, DataError, RuntimeInputError
+from .runtime import ort_session
 from .targets import Target, get_target
 
 BENCH_SCHEMA_VERSION = 1
@@ -122,16 +123,6 @@ def latency_stats(ts: list[float], batch: int) -> dict:
             "p90_ms": float(np.percentile(a, 90)), "p99_ms": float(np.percentile(a, 99)), "mean_ms": mean,
             "std_ms": float(a.std()), "cv": float(a.std() / mean) if mean else 0.0,
             "throughput_ips": float(batch * 1e3 / mean) if mean else 0.0}
-
-
-def _session(model: Path, providers, threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(model), so, providers=list(providers))
 
 
 def _peak_rss_mb(model: Path, providers, threads: int, batch: np.ndarray) -> float | None:
@@ -228,7 +219,7 @@ def bench(model: str | Path, cfg: BenchConfig | None = None, *, progress: Progre
     with progress.task(f"bench {target.name} ({scenario.value})", total=len(variants)) as adv:
         for v, path in variants.items():
             t0 = time.perf_counter()
-            sess = _session(path, providers, threads)
+            sess = ort_session(path, threads, providers)
             create_ms = (time.perf_counter() - t0) * 1e3
             name = sess.get_inputs()[0].name
             x = batch_of(batch)

@@ -32,6 +32,7 @@ from ._progress import SILENT, Progress
 from .bundle import (BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST, VARIANT_FILES, file_entry, onnx_metadata)
 from .errors import ArtifactError, ConfigError, DataError, ExistsError
 from .preprocess import Preprocess
+from .runtime import ort_session
 
 log = logging.getLogger(__name__)
 
@@ -193,17 +194,6 @@ def _check(model_proto, where: str):
         return onnx.shape_inference.infer_shapes(model_proto, check_type=True, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise ArtifactError(f"{where}: the exported graph fails onnx.checker ({str(e).splitlines()[0]})") from None
-
-
-def ort_session(path: Path | bytes, threads: int = 0, providers=None):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), so,
-                                providers=providers or ["CPUExecutionProvider"])
 
 
 def quick_latency(model: Path | bytes, x: np.ndarray, runs: int = 30, threads: int = 0) -> float:

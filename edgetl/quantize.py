@@ -104,7 +104,7 @@ def _quantize(pre: Path, out: Path, calib: np.ndarray, preset: QuantPreset, fmt:
 
 
 def _logits(model: Path, x: np.ndarray, threads: int = 0) -> np.ndarray:
-    from .export import ort_session
+    from .runtime import ort_session
 
     s = ort_session(model, threads)
     return np.concatenate([s.run(None, {"input": b})[0] for b in _batches(x, 32)])

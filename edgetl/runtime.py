@@ -38,19 +38,28 @@ class Prediction:
                 "top_k": [{"label": lbl, "prob": p} for lbl, p in self.top_k]}
 
 
-def _session(model: Path, providers, threads: int):
+def ort_session(path: Path | bytes, threads: int = 0, providers=None):
+    """The one onnxruntime session builder (export, quantize, bench and the Predictor share its options)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     if threads:
         so.intra_op_num_threads = threads
     so.log_severity_level = 3
+    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), so,
+                                providers=list(providers or ["CPUExecutionProvider"]))
+
+
+def _session(model: Path, providers, threads: int):
+    """A session on the available subset of ``providers`` (CPU at worst) and the ones that are missing."""
+    import onnxruntime as ort
+
     available = ort.get_available_providers()
     wanted = list(providers or ["CPUExecutionProvider"])
     missing = [p for p in wanted if p not in available]
     use = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
     try:
-        sess = ort.InferenceSession(str(model), so, providers=use)
+        sess = ort_session(model, threads, use)
     except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types; name the file and stop here
         raise ArtifactError(f"{model}: onnxruntime cannot load it ({type(e).__name__}: "
                             f"{str(e).splitlines()[0][:200]}); re-export it") from None
