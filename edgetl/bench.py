@@ -246,7 +246,7 @@ def bench(model: str | Path, cfg: BenchConfig | None = None, *, progress: Progre
     for v, row in results.items():
         lat = row["latency"]
         if scenario == Scenario.offline:
-            metric, value, ok_lat = "throughput_ips", row.get("offline", {}).get("best_ips", lat["throughput_ips"]), None
+            value = row.get("offline", {}).get("best_ips", lat["throughput_ips"])
             need = target.fps * target.streams
             ok_lat = value >= need
             row["criterion"] = f"throughput {value:.1f} img/s >= {need:.0f} (fps x streams)"

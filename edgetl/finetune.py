@@ -296,7 +296,6 @@ def _weights_identity(cfg: FinetuneConfig) -> str:
 
 def _feature_key(cfg: FinetuneConfig, samples, view: int, augmented: bool) -> str:
     h = hashlib.sha256()
-    spec = zoo.get_spec(cfg.backbone)
     h.update(f"{cfg.backbone}|{_weights_identity(cfg)}|{cfg.preprocess().to_json()}|{augmented}|"
              f"{cfg.augment.value if augmented else 'none'}|{view}|{cfg.seed}|v1".encode())
     for s in samples:
