@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, ROOT  # noqa: E402
 
 HERE = ROOT / "benchmarks"
-SCRIPTS = ["int8_zoo.py", "bench_fidelity.py", "cold_start.py", "finetune_speed.py"]
+SCRIPTS = ["int8_zoo.py", "bench_fidelity.py", "cold_start.py", "endurance.py", "finetune_speed.py"]
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
@@ -64,6 +64,14 @@ def _cold_start(d: dict) -> list[str]:
                         [[m["wall_s"], m["import_s"], m["load_s"], m["first_predict_s"], "met" if d["met"] else "missed"]])
 
 
+def _endurance(d: dict) -> list[str]:
+    out = [f"### Runtime endurance (`endurance.py`, {d['date']}, {d['variant']} bundle, one process)", ""]
+    return out + _table(["predictions", "RSS after warm-up MB", "RSS at end MB", "growth", "predictions/s",
+                         "torch imported", "goal < 5%"],
+                        [[d["n"], d["rss_after_warmup_mb"], d["rss_end_mb"], f"{100 * d['growth']:+.2f}%",
+                          d["predictions_per_s"], d["torch_imported"], "met" if d["met"] else "missed"]])
+
+
 def _finetune_speed(d: dict) -> list[str]:
     out = [f"### Fine-tuning vs the PyTorch tutorial loop (`finetune_speed.py`, {d['date']}, {d['dataset']}, "
            f"{d['epochs']} epochs, efficientnet_lite0)", ""]
@@ -91,7 +99,7 @@ def _plots(docs: dict) -> list[str]:
 
 
 RENDER = {"int8_zoo": _int8_zoo, "bench_fidelity": _bench_fidelity, "cold_start": _cold_start,
-          "finetune_speed": _finetune_speed}
+          "endurance": _endurance, "finetune_speed": _finetune_speed}
 
 
 def write_report() -> Path:

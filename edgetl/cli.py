@@ -281,7 +281,7 @@ def predict(
     from .runtime import Predictor
 
     p = Predictor(model, variant="auto" if int8 is None else ("int8" if int8 else "fp32"), threads=threads)
-    failed = 0
+    failed: list[RuntimeInputError] = []
     t = Table(title=f"{p.model_path.name} ({p.variant})")
     t.add_column("image")
     t.add_column("prediction")
@@ -291,8 +291,9 @@ def predict(
         try:
             r = p.predict(img, top_k=top_k)
         except RuntimeInputError as e:
-            failed += 1
-            err_console.print(f"[red]skipped:[/red] {e}", soft_wrap=True)
+            failed.append(e)
+            if len(images) > 1:
+                err_console.print(f"[yellow]skipped:[/yellow] {e}", soft_wrap=True)
             continue
         if as_json:
             sys.stdout.write(json.dumps({"image": str(img), **r.to_dict()}) + "\n")
@@ -300,9 +301,11 @@ def predict(
             t.add_row(str(img), r.label, f"{r.prob:.3f}", ", ".join(f"{lbl} {pr:.2f}" for lbl, pr in r.top_k))
     if not as_json and t.row_count:
         console.print(t)
+    if len(failed) == len(images) == 1:
+        raise failed[0]
     if failed:
-        err_console.print(f"[red]{failed} of {len(images)} image(s) could not be read[/red]")
-        raise typer.Exit(1)
+        raise RuntimeInputError(f"{len(failed)} of {len(images)} images could not be read (each named above); "
+                                f"fix or remove them")
 
 
 @app.command()

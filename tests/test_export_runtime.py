@@ -87,14 +87,14 @@ def test_predict_inputs_and_threads(bundle, tmp_path):
         p.predict(np.zeros((10, 10, 3), np.float32))
     with pytest.raises(RuntimeInputError, match="takes"):
         p.run(np.zeros((1, 3, 64, 64), np.float32))
-    # 8 threads x 25 calls == serial
+    # 8 threads x 200 calls == serial
     imgs = [make_image(tmp_path / f"t{i}.png", (40 + i, 36), seed=i) for i in range(8)]
     serial = [p.run(p.prepare(i)) for i in imgs]
     results, errors = {}, []
 
     def work(k):
         try:
-            for _ in range(25):
+            for _ in range(200):
                 out = p.run(p.prepare(imgs[k]))
                 assert np.array_equal(out, serial[k])
             results[k] = True
