@@ -17,7 +17,7 @@ def lite0_bundle(work: Path, dataset: str = "hymenoptera") -> Path:
     from edgetl.finetune import FinetuneConfig, finetune
 
     run = finetune(FinetuneConfig(data=SHARED / dataset, backbone="efficientnet_lite0", out=work / "run"), force=True)
-    return export(run.out, ExportConfig(int8=True, max_drop=100.0), force=True).path
+    return export(run.out, ExportConfig(int8=True, max_drop=100.0, min_agreement=0.0), force=True).path
 
 
 def save(path: Path, doc: dict) -> None:

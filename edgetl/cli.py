@@ -216,6 +216,8 @@ def export(
     preset: Annotated[str, typer.Option(help="auto | x86-avx2 | x86-vnni | arm64 | tensorrt.")] = "auto",
     per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor", help="Weight quantization granularity.")] = True,
     max_drop: Annotated[float, typer.Option(help="Top-1 points int8 may lose vs fp32.")] = 0.5,
+    min_agreement: Annotated[float, typer.Option(help="Target share of images where int8's top-1 equals fp32's; "
+                                                      "below it, sensitive layers go back to float.")] = 0.99,
     eval_data: Annotated[Optional[Path], typer.Option(help="Labelled ImageFolder for parity/accuracy (default: the run's val).")] = None,
     no_simplify: Annotated[bool, typer.Option("--no-simplify", help="Skip onnxslim.")] = False,
     force: ForceOpt = False,
@@ -232,7 +234,8 @@ def export(
 
     cfg = ExportConfig(out=out, opset=opset, embed_preprocess=embed_preprocess, int8=int8, calib_data=calib_data,
                        calib_size=calib_size, calib_method=calib_method, preset=preset, per_channel=per_channel,
-                       max_drop=max_drop, eval_data=eval_data, simplify=not no_simplify)
+                       max_drop=max_drop, min_agreement=min_agreement, eval_data=eval_data,
+                       simplify=not no_simplify)
     b = run_export(run, cfg, force=force, progress=_progress(as_json))
     if as_json:
         print_json({"bundle": str(b.path), "parity": b.parity, "quantization": b.quantization, "files": b.files})

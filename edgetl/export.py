@@ -68,6 +68,7 @@ class ExportConfig:
     preset: Preset = Preset.auto
     per_channel: bool = True
     max_drop: float = 0.5  # top-1 points int8 may lose against fp32
+    min_agreement: float = 0.99  # share of images where int8's top-1 should equal fp32's (a target, not a gate)
     eval_data: Path | None = None
     eval_size: int = 300
     seed: int = 0
@@ -84,7 +85,8 @@ class ExportConfig:
         if not self.int8:
             set_int8 = [n for n in ("calib_data", "eval_data") if getattr(self, n) is not None]
             set_int8 += [n for n, d in (("preset", Preset.auto), ("calib_method", CalibMethod.minmax),
-                                        ("calib_size", 200), ("max_drop", 0.5), ("per_channel", True))
+                                        ("calib_size", 200), ("max_drop", 0.5), ("per_channel", True),
+                                        ("min_agreement", 0.99))
                          if getattr(self, n) != d]
             if set_int8:
                 raise ConfigError(f"--{set_int8[0].replace('_', '-')} only applies to int8: add --int8")
@@ -92,6 +94,8 @@ class ExportConfig:
             raise ConfigError("--calib-size must be in 1..100000")
         if not 0 <= self.max_drop <= 100:
             raise ConfigError("--max-drop is in top-1 points, 0..100")
+        if not 0 <= self.min_agreement <= 1:
+            raise ConfigError("--min-agreement is a share of images, 0..1 (e.g. 0.99)")
         if self.preset == Preset.tensorrt and not self.per_channel:
             raise ConfigError("the tensorrt preset needs per-channel weights (TensorRT's int8 convolutions): "
                               "drop --per-tensor")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import REPO, assert_one_line_error, make_image, run_cli, tree_hashes
+from conftest import REPO, make_image, run_cli, tree_hashes
 from edgetl.bundle import parse_manifest
 from edgetl.errors import ArtifactError, ConfigError, ExistsError, RuntimeInputError
 from edgetl.export import ExportConfig, export
@@ -124,24 +124,6 @@ def test_tampered_and_truncated_models_refused(bundle, tmp_path):
         model.write_bytes(bytes(data))
         with pytest.raises(ArtifactError, match="sha256|bytes but"):
             Predictor(b)
-        assert_one_line_error(run_cli("verify", b), "model.onnx")
-
-
-def test_newer_format_and_missing_labels(bundle, tmp_path):
-    import shutil
-
-    import onnx
-
-    b = tmp_path / "newer"
-    shutil.copytree(bundle.path, b)
-    m = json.loads((b / "bundle.json").read_text())
-    m["format_version"] = 99
-    (b / "bundle.json").write_text(json.dumps(m))
-    assert_one_line_error(run_cli("predict", b, "x.jpg"), "upgrade edgetl")
-    proto = onnx.load(str(bundle.model))
-    del proto.metadata_props[:]
-    onnx.save(proto, str(tmp_path / "bare.onnx"))
-    assert_one_line_error(run_cli("predict", tmp_path / "bare.onnx", "x.jpg"), "label table")
 
 
 def test_cli_export_verify_predict(run_dir, tmp_path):
@@ -155,10 +137,7 @@ def test_cli_export_verify_predict(run_dir, tmp_path):
     assert json.loads(p.stdout.splitlines()[0])["label"] in ("a", "b", "c")
 
 
-def test_export_bad_inputs(tmp_path, run_dir):
-    (tmp_path / "emptyrun").mkdir()
-    assert_one_line_error(run_cli("export", tmp_path / "emptyrun"), "best.pt")
-    assert_one_line_error(run_cli("export", run_dir, "--preset", "arm64"), "--int8")
+def test_export_config_rejects_typos_up_front():
     with pytest.raises(ConfigError, match="Did you mean"):
         ExportConfig(int8=True, calib_method="entrpy")
 

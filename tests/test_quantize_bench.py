@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_line_error, make_imagefolder, run_cli
+from conftest import make_imagefolder, run_cli
 from edgetl.bench import BenchConfig, bench
 from edgetl.errors import ConfigError
 from edgetl.export import ExportConfig, export
@@ -22,7 +22,7 @@ def int8_bundle(tmp_path_factory):
     data = make_imagefolder(root / "data", classes=("a", "b"), n_train=10, n_val=6)
     r = finetune(FinetuneConfig(data=data, out=root / "run", backbone="resnet18", weights="none", image_size=32,
                                 workers=0, epochs=3, lr=1e-2))
-    return export(r.out, ExportConfig(int8=True, max_drop=100, calib_size=16, parity_images=12), force=True), data
+    return export(r.out, ExportConfig(int8=True, max_drop=100, min_agreement=0.0, calib_size=16, parity_images=12), force=True), data
 
 
 def test_int8_bundle_is_verified_and_smaller(int8_bundle):
@@ -68,26 +68,18 @@ def test_bench_json_schema_report_and_plots(int8_bundle, tmp_path):
     assert json.loads((r2.path / "bench.json").read_text())["accuracy"]["source"].startswith("parity.npz")
 
 
-def test_bench_and_targets_bad_input(int8_bundle, tmp_path):
-    b, _ = int8_bundle
-    assert_one_line_error(run_cli("bench", b.path, "--target", "rpi6"), "did you mean 'rpi5'")
-    assert_one_line_error(run_cli("bench", b.path, "--providers", "CUDAExecutionProvider"), "not installed")
-    assert_one_line_error(run_cli("bench", tmp_path / "nothing"), "nothing to bench")
-    other = make_imagefolder(tmp_path / "other", classes=("x", "y"), n_train=2, n_val=2)
-    assert_one_line_error(run_cli("bench", b.path, "--data", other, "--no-rss"), "differ")
+def test_targets_are_listed_with_their_providers():
     p = run_cli("targets", "--json", check=True)
     assert {t["name"] for t in json.loads(p.stdout)} >= {"host", "rpi4", "rpi5", "jetson-orin", "vehicle-6cam", "x86-ipc"}
     assert get_target("jetson-orin").providers[0] == "TensorrtExecutionProvider" and len(list_targets()) >= 6
 
 
-def test_sensitivity_ranks_fused_layers_and_finds_the_fragile_one(tmp_path):
-    """Conv+Clip count as one layer; a conv whose weights hold one huge outlier (so int8 rounds the
-    rest to zero) must come out as the most sensitive layer, with its fused Clip in `nodes`."""
+def _fragile_model(path: Path, classifier: bool = False) -> Path:
+    """conv1+clip -> conv2+clip -> conv3: conv2's weights hold one huge outlier, so int8 crushes its
+    other output channels to zero. ``classifier``: 1x1 inputs and flat [N, 4] logits."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-
-    from edgetl.quantize import _quantize, sensitivity
 
     rng = np.random.default_rng(0)
     w1 = rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32)
@@ -95,24 +87,69 @@ def test_sensitivity_ranks_fused_layers_and_finds_the_fragile_one(tmp_path):
     w2[:, :, 0, 0] *= 0.01
     w2[0, 0, 0, 0] = 50.0  # per-output-channel scale set by one outlier: channel 0 is destroyed
     w3 = rng.normal(0, 0.3, (4, 8, 1, 1)).astype(np.float32)
+    if classifier:  # the class then depends on the channels that int8 crushes, not on the outlier channel
+        w3[:, 0], w3[:, 1:] = 0.0, w3[:, 1:] * 100
     init = [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (w2, "w2"), (w3, "w3"))]
     init += [numpy_helper.from_array(np.array(v, np.float32), n) for v, n in ((0.0, "lo"), (6.0, "hi"))]
+    last = "c3" if classifier else "logits"
+    side = 1 if classifier else 8
     nodes = [helper.make_node("Conv", ["input", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
              helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"], name="clip1"),
              helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"),
              helper.make_node("Clip", ["c2", "lo", "hi"], ["r2"], name="clip2"),
-             helper.make_node("Conv", ["r2", "w3"], ["logits"], name="conv3")]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 3, 8, 8])],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 4, 8, 8])], init)
-    pre = tmp_path / "pre.onnx"
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(pre))
-    x = rng.normal(0, 1, (16, 3, 8, 8)).astype(np.float32)
+             helper.make_node("Conv", ["r2", "w3"], [last], name="conv3")]
+    out_shape = [None, 4, 8, 8]
+    if classifier:
+        nodes.append(helper.make_node("Flatten", ["c3"], ["logits"], name="flat"))
+        out_shape = [None, 4]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 3, side, side])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, out_shape)], init)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_sensitivity_ranks_fused_layers_and_finds_the_fragile_one(tmp_path):
+    """Conv+Clip count as one layer; the conv whose weights hold one huge outlier must come out as
+    the most sensitive layer, with its fused Clip in `nodes`."""
+    import numpy as np
+
+    from edgetl.quantize import _quantize, sensitivity
+
+    pre = _fragile_model(tmp_path / "pre.onnx")
+    x = np.random.default_rng(1).normal(0, 1, (16, 3, 8, 8)).astype(np.float32)
     qdq = tmp_path / "qdq.onnx"
     _quantize(pre, qdq, x, PRESETS["x86-avx2"], "QDQ", True, "minmax", [])
     rows = sensitivity(pre, qdq, x, tmp_path)
     assert {r["node"] for r in rows} == {"conv1", "conv2", "conv3"}
     assert rows[0]["node"] == "conv2" and rows[0]["nodes"] == ["conv2", "clip2"]
     assert all(r["sqnr_loss_db"] == pytest.approx(r["sqnr_loss_db"]) for r in rows)  # finite, no NaN
+
+
+def test_agreement_target_sends_the_fragile_layer_back_to_float(tmp_path):
+    """With no top-1 gate (max_drop 100), int8 that disagrees with fp32 is still refined: under
+    min_agreement the most sensitive layer goes back to float (and a target still missed is reported);
+    with the target off it stays int8."""
+    import numpy as np
+
+    from edgetl.quantize import _logits, quantize_model
+
+    fp32 = _fragile_model(tmp_path / "m.onnx", classifier=True)
+    rng = np.random.default_rng(2)
+    calib = rng.normal(0, 1, (32, 3, 1, 1)).astype(np.float32)
+    x = rng.normal(0, 1, (128, 3, 1, 1)).astype(np.float32)
+    ref = _logits(fp32, x)
+    y = ref.argmax(1)
+    assert len(set(y.tolist())) > 1
+    off = quantize_model(fp32, tmp_path / "off.onnx", calib, x, y, ref, max_drop=100, min_agreement=0.0,
+                         report_sensitivity=False)
+    assert "conv2" not in off["nodes_excluded"] and off["parity"]["top1_agreement"] < 0.99, off["parity"]
+    on = quantize_model(fp32, tmp_path / "on.onnx", calib, x, y, ref, max_drop=100, min_agreement=0.99,
+                        report_sensitivity=False)
+    assert "conv2" in on["nodes_excluded"], on["nodes_excluded"]
+    assert on["parity"]["top1_agreement"] > off["parity"]["top1_agreement"]
+    assert on["parity"]["agreement_met"] == (on["parity"]["top1_agreement"] >= 0.99)
+    if not on["parity"]["agreement_met"]:  # then it must say so, with the figure
+        assert "--min-agreement" in on["verdict"] and f"{100 * on['parity']['top1_agreement']:.1f}%" in on["verdict"]
 
 
 def test_peak_rss_is_the_fresh_process_not_its_parent(int8_bundle):
