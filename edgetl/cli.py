@@ -215,7 +215,7 @@ def export(
     calib_method: Annotated[str, typer.Option(help="minmax | entropy | percentile.")] = "minmax",
     preset: Annotated[str, typer.Option(help="auto | x86-avx2 | x86-vnni | arm64 | tensorrt.")] = "auto",
     per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor", help="Weight quantization granularity.")] = True,
-    max_drop: Annotated[float, typer.Option(help="Top-1 points int8 may lose vs fp32.")] = 0.5,
+    max_drop: Annotated[float, typer.Option(help="Top-1 points int8 may lose vs fp32 (at least one eval image).")] = 0.5,
     min_agreement: Annotated[float, typer.Option(help="Target share of images where int8's top-1 equals fp32's; "
                                                       "below it, sensitive layers go back to float.")] = 0.99,
     eval_data: Annotated[Optional[Path], typer.Option(help="Labelled ImageFolder for parity/accuracy (default: the run's val).")] = None,
