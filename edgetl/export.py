@@ -51,6 +51,11 @@ class Preset(str, enum.Enum):
     tensorrt = "tensorrt"
 
 
+# options that only mean something with --int8: setting one without it is an error
+_INT8_ONLY = ("calib_data", "eval_data", "preset", "calib_method", "calib_size", "max_drop", "per_channel",
+              "min_agreement")
+
+
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
     """Options of ``edgetl export``; written to ``export.json`` in the bundle."""
@@ -83,11 +88,8 @@ class ExportConfig:
         if self.tolerance <= 0:
             raise ConfigError("parity tolerance must be positive")
         if not self.int8:
-            set_int8 = [n for n in ("calib_data", "eval_data") if getattr(self, n) is not None]
-            set_int8 += [n for n, d in (("preset", Preset.auto), ("calib_method", CalibMethod.minmax),
-                                        ("calib_size", 200), ("max_drop", 0.5), ("per_channel", True),
-                                        ("min_agreement", 0.99))
-                         if getattr(self, n) != d]
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            set_int8 = [n for n in _INT8_ONLY if getattr(self, n) != defaults[n]]
             if set_int8:
                 raise ConfigError(f"--{set_int8[0].replace('_', '-')} only applies to int8: add --int8")
         if not 1 <= self.calib_size <= 100_000:

@@ -313,8 +313,7 @@ def extract_features(backbone: nn.Module, ds: ImageDataset, *, device: torch.dev
                                          pin_memory=device.type == "cuda")
     out = []
     for x, _ in loader:
-        x = x.to(device, non_blocking=True)
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             out.append(backbone(x).float().cpu())
         if advance:
@@ -637,9 +636,8 @@ def _train_epoch(train_model, model, loader, optimizer, sched, scaler, criterion
     tot_loss = correct = n = 0.0
     t0 = time.perf_counter()
     for x, y in loader:
-        x = x.to(device, non_blocking=True)
+        x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
         y = y.to(device, non_blocking=True)
-        x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = train_model(x)
             loss = criterion(logits.float(), y)
@@ -672,8 +670,8 @@ def _eval_images(model, val_ds, device, criterion, cfg, amp_dtype, dist):
                                          pin_memory=device.type == "cuda")
     tot_loss = correct = n = 0.0
     for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
+        y = y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(x).float()
         tot_loss += criterion(logits, y).item() * len(y)

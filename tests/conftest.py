@@ -71,6 +71,16 @@ def assert_one_line_error(p: subprocess.CompletedProcess, *needles: str) -> None
         assert n.lower() in p.stderr.lower(), (n, p.stderr)
 
 
+PWNED = Path("/tmp/edgetl-pwned")  # created only if a test's pickled code ever runs
+
+
+class PickledCode:
+    """Unpickling this runs a shell command: what a hostile checkpoint carries."""
+
+    def __reduce__(self):
+        return (os.system, (f"touch {PWNED}",))
+
+
 def tree_hashes(root: Path) -> dict:
     import hashlib
 

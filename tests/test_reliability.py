@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import assert_one_line_error, make_image, make_imagefolder, run_cli, tree_hashes
+from conftest import PWNED, PickledCode, assert_one_line_error, make_image, make_imagefolder, run_cli, tree_hashes
 
 
 def _png_header_only(path: Path, w: int, h: int) -> None:
@@ -29,11 +29,6 @@ def _png_header_only(path: Path, w: int, h: int) -> None:
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
                      + chunk(b"IEND", b""))
-
-
-class _Evil:
-    def __reduce__(self):
-        return (os.system, ("touch /tmp/edgetl-pwned-reliability",))
 
 
 def _edit_json(path: Path, fn) -> None:
@@ -163,12 +158,12 @@ def workspace(tmp_path_factory):
     (w / "typo.json").write_text(json.dumps({"epochz": 3}))
     (w / "broken.json").write_text('{"epochs": 3,')
     (w / "wrongtype.json").write_text(json.dumps({"lr": "fast"}))
-    torch.save({"x": _Evil()}, w / "evil.pt")
+    torch.save({"x": PickledCode()}, w / "evil.pt")
     (w / "locked").mkdir()
     (w / "locked" / ".edgetl.lock").write_text(str(os.getpid()))  # held by a live process: this one
     # broken runs
     for name, fn in (("run-trunc", lambda p: p.write_bytes(p.read_bytes()[:5000])),
-                     ("run-evil", lambda p: torch.save({"format": "edgetl-checkpoint", "x": _Evil()}, p)),
+                     ("run-evil", lambda p: torch.save({"format": "edgetl-checkpoint", "x": PickledCode()}, p)),
                      ("run-newer", lambda p: torch.save({**torch.load(p, weights_only=True), "format_version": 99}, p))):
         fn(_copy(run, w / name) / "best.pt")
     # broken bundles
@@ -229,7 +224,7 @@ def test_nothing_existing_was_changed_and_nothing_half_written(outcomes):
     _, before, after, outs = outcomes
     assert after == before, {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
     assert not [p for p in outs.rglob("*") if p.is_file()], "a refused command left files behind"
-    assert not Path("/tmp/edgetl-pwned-reliability").exists()
+    assert not PWNED.exists()
 
 
 def test_debug_env_shows_the_traceback(workspace):

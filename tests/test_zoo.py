@@ -1,10 +1,8 @@
-import os
-from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import SHARED
+from conftest import PWNED, SHARED, PickledCode
 from edgetl import zoo
 from edgetl.errors import ConfigError, WeightsError
 
@@ -72,16 +70,11 @@ def test_local_checkpoint_source_and_mismatch(tmp_path):
         zoo.create_model("resnet18", num_classes=2, weights=str(tmp_path / "missing.pt"))
 
 
-class _Evil:
-    def __reduce__(self):
-        return (os.system, ("touch /tmp/edgetl-pwned",))
-
-
 def test_pickled_code_is_refused(tmp_path):
-    torch.save({"x": _Evil()}, tmp_path / "evil.pt")
+    torch.save({"x": PickledCode()}, tmp_path / "evil.pt")
     with pytest.raises(WeightsError, match="no pickled code"):
         zoo.create_model("resnet18", num_classes=2, weights=str(tmp_path / "evil.pt"))
-    assert not Path("/tmp/edgetl-pwned").exists()
+    assert not PWNED.exists()
 
 
 @pytest.mark.skipif(not (SHARED / "hymenoptera").is_dir(), reason="shared datasets not present")
