@@ -49,7 +49,7 @@ def from_dict(cls: type[T], data: dict, *, source: str = "config") -> T:
     for key, value in data.items():
         if key not in fields:
             raise ConfigError(
-                f"{source}: unknown option '{key}'.{did_you_mean(key, fields)} Valid: {', '.join(fields)}"
+                f"{source}: unknown option {key!r}.{did_you_mean(key, fields)} Valid: {', '.join(fields)}"
             )
         kwargs[key] = _coerce(hints[key], value, f"{source}: option '{key}'")
     try:

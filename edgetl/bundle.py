@@ -78,7 +78,8 @@ def _req(d: dict, key: str, typ, where: str):
 def safe_name(name: str, where: str) -> str:
     """A file name inside the bundle folder: no separators, no '..', nothing absolute."""
     if (not isinstance(name, str) or not name or len(name) > 255 or name in (".", "..")
-            or "/" in name or "\\" in name or "\x00" in name or PurePosixPath(name).is_absolute()):
+            or "/" in name or "\\" in name or any(ord(c) < 32 or ord(c) == 127 for c in name)
+            or PurePosixPath(name).is_absolute()):
         raise ArtifactError(f"{where}: file name {name!r} is not a plain name inside the bundle folder (refused)")
     return name
 
@@ -107,13 +108,13 @@ def parse_manifest(d, where: str = MANIFEST) -> Manifest:
     for name, info in files.items():
         safe_name(name, where)
         if not isinstance(info, dict):
-            raise ArtifactError(f"{where}: files['{name}'] must be an object")
-        sha = _req(info, "sha256", str, f"{where} files['{name}']")
-        size = _req(info, "size", int, f"{where} files['{name}']")
+            raise ArtifactError(f"{where}: files[{name!r}] must be an object")
+        sha = _req(info, "sha256", str, f"{where} files[{name!r}]")
+        size = _req(info, "size", int, f"{where} files[{name!r}]")
         if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-            raise ArtifactError(f"{where}: files['{name}'].sha256 is not a sha256 hex digest")
+            raise ArtifactError(f"{where}: files[{name!r}].sha256 is not a sha256 hex digest")
         if not 0 <= size <= MAX_FILE_BYTES:
-            raise ArtifactError(f"{where}: files['{name}'].size {size} is out of range")
+            raise ArtifactError(f"{where}: files[{name!r}].size {size} is out of range")
         clean_files[name] = {"sha256": sha, "size": size}
     variants = _req(d, "variants", dict, where)
     if "fp32" not in variants:
@@ -122,7 +123,7 @@ def parse_manifest(d, where: str = MANIFEST) -> Manifest:
         if v not in VARIANT_FILES or not isinstance(name, str):
             raise ArtifactError(f"{where}: unknown variant {v!r}")
         if safe_name(name, where) not in clean_files:
-            raise ArtifactError(f"{where}: variant {v} names {name}, which 'files' does not list")
+            raise ArtifactError(f"{where}: variant {v} names {name!r}, which 'files' does not list")
     quant = d.get("quantization")
     if quant is not None and not isinstance(quant, dict):
         raise ArtifactError(f"{where}: 'quantization' must be an object or null")
