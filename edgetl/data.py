@@ -188,11 +188,11 @@ class ImageCache:
         k = self.key(path, pp)
         try:
             return Image.fromarray(np.load(k, allow_pickle=False))
-        except (FileNotFoundError, ValueError, OSError):
+        except (FileNotFoundError, ValueError, OSError, EOFError):
             pass
         img = pp.resize_image(load_image(path))
         k.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(k) as tmp:
+        with atomic_path(k, durable=False) as tmp:  # a torn entry fails np.load and is decoded again
             with open(tmp, "wb") as f:
                 np.save(f, np.asarray(img, dtype=np.uint8), allow_pickle=False)
         return img
