@@ -11,19 +11,25 @@ from typing import Sequence
 from ._io import atomic_path
 
 
+class _Figures:
+    """matplotlib's object API without pyplot: no global figure state (safe from threads) and
+    0.5 s less import than pyplot."""
+
+    @staticmethod
+    def subplots(*grid, figsize):
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(*grid)
+
+
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return _Figures
 
 
 def _save(fig, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
     return path
 
 
