@@ -143,6 +143,7 @@ def finetune(
     warmup_epochs: Annotated[float, typer.Option()] = 1.0,
     augment: Annotated[str, typer.Option(help="none | light (crop+flip) | strong (+colour jitter, RandAugment).")] = "none",
     cache_views: Annotated[int, typer.Option(help="linear + augment: K augmented views cached once.")] = 1,
+    lp_epochs: Annotated[Optional[int], typer.Option(help="full/gradual: train the head on cached features for N epochs first (LP-FT; default 10, 0: off).")] = None,
     label_smoothing: Annotated[float, typer.Option()] = 0.0,
     l2sp: Annotated[float, typer.Option(help="L2-SP lambda: pull backbone weights toward the pretrained ones.")] = 0.0,
     weight_decay: Annotated[float, typer.Option()] = 1e-4,
@@ -171,7 +172,7 @@ def finetune(
 
     values = dict(data=data, backbone=backbone, weights=weights, strategy=strategy, epochs=epochs,
                   batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult, schedule=schedule,
-                  warmup_epochs=warmup_epochs, augment=augment, cache_views=cache_views,
+                  warmup_epochs=warmup_epochs, augment=augment, cache_views=cache_views, lp_epochs=lp_epochs,
                   label_smoothing=label_smoothing, l2sp=l2sp, weight_decay=weight_decay, early_stop=early_stop,
                   seed=seed, device=device, val_fraction=val_fraction, workers=workers, image_size=image_size, out=out)
     if config:
@@ -197,7 +198,8 @@ def finetune(
         t.add_row(f"{h['epoch']}{mark}", f"{h['train_loss']:.4f}", f"{h['train_acc']:.3f}", f"{h['val_loss']:.4f}",
                   f"{h['val_acc']:.3f}", f"{h['images_per_s'] or 0:.0f}", f"{h['seconds']:.1f}")
     console.print(t)
-    console.print(f"best val accuracy [bold]{result.best_val_acc:.3f}[/bold] at epoch {result.best_epoch} "
+    at = f"epoch {result.best_epoch}" if result.best_epoch else "the warm start (head only, epoch 0)"
+    console.print(f"best val accuracy [bold]{result.best_val_acc:.3f}[/bold] at {at} "
                   f"({result.wall_s:.1f} s). Next: [bold]edgetl export {result.out} --int8[/bold]")
 
 

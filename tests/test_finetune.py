@@ -45,6 +45,60 @@ def test_feature_cache_makes_second_run_skip_backbone(tiny_data, tmp_path, monke
     assert len(calls) == 2  # two augmented views, val reused
 
 
+def test_cpu_features_come_from_onnxruntime_and_match_torch(tiny_data):
+    import edgetl.finetune as ft
+    from edgetl.data import ImageDataset, ImageCache, load_imagefolder
+
+    m = zoo.create_model("mobilenet_v3_small", 2, weights="none").eval()
+    ort_bb = ft.OrtBackbone.build(m.backbone, 32)
+    assert ort_bb is not None
+    pp = cfg(tiny_data, None).preprocess()
+    ds = ImageDataset(load_imagefolder(tiny_data).val, pp, cache=ImageCache(enabled=False))
+    cpu = torch.device("cpu")
+    a = ft.extract_features(ort_bb, ds, device=cpu, batch_size=4, workers=0)
+    b = ft.extract_features(m.backbone, ds, device=cpu, batch_size=4, workers=0)
+    assert a.shape == b.shape == (len(ds), zoo.get_spec("mobilenet_v3_small").feature_dim)
+    torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    name, runner = ft._feature_engine(m.backbone, cpu, 32)
+    assert name == "onnxruntime-cpu" and isinstance(runner(), ft.OrtBackbone)
+
+
+def test_linear_resumes_from_a_head_only_last_checkpoint(tiny_data, tmp_path, monkeypatch):
+    import edgetl.finetune as ft
+    from edgetl.errors import EdgetlError
+
+    ref = finetune(cfg(tiny_data, tmp_path / "ref", epochs=4, lr=1e-2))
+    evals, orig = [], ft._linear_eval
+
+    def ctrl_c_in_epoch_3(*a, **k):
+        evals.append(1)
+        if len(evals) == 3:
+            raise KeyboardInterrupt
+        return orig(*a, **k)
+    monkeypatch.setattr(ft, "_linear_eval", ctrl_c_in_epoch_3)
+    with pytest.raises(EdgetlError, match="--resume"):
+        finetune(cfg(tiny_data, tmp_path / "run", epochs=4, lr=1e-2))
+    monkeypatch.setattr(ft, "_linear_eval", orig)
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert last["model_part"] == "head" and last["epoch"] == 1
+    spec = zoo.get_spec("mobilenet_v3_small")
+    assert sum(v.numel() for v in last["model"].values()) == spec.feature_dim * 2 + 2  # the head alone
+    res = finetune(cfg(tiny_data, tmp_path / "run", epochs=4, lr=1e-2), resume=True)
+    assert res.resumed_from == 1 and len(res.history) == 4
+    for a, b in zip(res.history, ref.history):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
+
+
+def test_full_starts_from_a_linear_probed_head(tiny_data, tmp_path):
+    r = finetune(cfg(tiny_data, tmp_path / "lpft", backbone="resnet18", strategy="full", epochs=1, lr=1e-2))
+    warm = json.loads((r.out / "metrics.json").read_text())["warm_start"]
+    assert warm["epochs"] == 10 and warm["val_acc"] >= 0.8  # the probe alone separates the tinted classes
+    assert r.best_val_acc >= warm["val_acc"]  # the probed model is a best.pt candidate ("epoch 0")
+    assert load_checkpoint(r.out)["epoch"] in (0, 1)
+    off = finetune(cfg(tiny_data, tmp_path / "off", strategy="full", epochs=1, lp_epochs=0))
+    assert json.loads((off.out / "metrics.json").read_text())["warm_start"] is None and off.best_epoch == 1
+
+
 @pytest.mark.parametrize("strategy", ["full", "gradual"])
 def test_full_and_gradual_with_l2sp(tiny_data, tmp_path, strategy):
     r = finetune(cfg(tiny_data, tmp_path / strategy, strategy=strategy, epochs=2, l2sp=0.01, augment="light"))

@@ -60,6 +60,7 @@ CASES = [
      ["did you mean 'resnet18'"]),
     ("strategy-unknown", ["finetune", "{w}/data", "--strategy", "gradul", *TINY], None, ["did you mean 'gradual'"]),
     ("l2sp-with-linear", ["finetune", "{w}/data", "--l2sp", "0.1", *TINY], None, ["full or gradual"]),
+    ("lp-epochs-with-linear", ["finetune", "{w}/data", "--lp-epochs", "5", *TINY], None, ["--lp-epochs", "drop"]),
     ("epochs-zero", ["finetune", "{w}/data", *TINY, "--epochs", "0"], None, ["--epochs"]),
     ("config-unknown-key", ["finetune", "{w}/data", "--config", "{w}/typo.json", *TINY], None,
      ["typo.json", "did you mean 'epochs'"]),
