@@ -216,6 +216,35 @@ def quick_latency(model: Path | bytes, x: np.ndarray, runs: int = 30, threads: i
     return float(np.median(ts))
 
 
+def interleaved_latency(models: list, x: np.ndarray, *, rounds: int = 7, threads: int = 0,
+                        budget_s: float = 0.25) -> list[float]:
+    """Median ms per call of each model, timed in interleaved rounds (A B C, B C A, C A B, ...).
+
+    On a shared or thermally throttled CPU the speed drifts between two separate timings by more than
+    the gap between close int8 variants; interleaving makes every model see the same drift.
+    """
+    sessions = []
+    for m in models:
+        s = ort_session(m, threads)
+        name = s.get_inputs()[0].name
+        t = time.perf_counter()
+        for _ in range(3):
+            s.run(None, {name: x})
+        sessions.append((s, name, (time.perf_counter() - t) / 3))
+    calls = max(2, min(20, int(budget_s / max(max(c for *_, c in sessions), 1e-4))))
+    times: list[list[float]] = [[] for _ in models]
+    for r in range(rounds):
+        for k in range(len(models)):
+            i = (r + k) % len(models)
+            s, name, _ = sessions[i]
+            s.run(None, {name: x})  # untimed: the previous session's threads may still be spinning
+            for _ in range(calls):
+                t = time.perf_counter()
+                s.run(None, {name: x})
+                times[i].append((time.perf_counter() - t) * 1e3)
+    return [float(np.median(t)) for t in times]
+
+
 def _simplify(model_proto, example: np.ndarray, threads: int = 0) -> tuple[object, dict]:
     """onnxslim the graph; keep it only if it has fewer nodes and is not slower (measured)."""
     info = {"tool": "onnxslim", "nodes_before": len(model_proto.graph.node)}
