@@ -183,7 +183,9 @@ def main(argv=None) -> dict:
             doc["accuracy"] = accuracy_part(a.datasets, Path(tmp))
         save(a.json, doc)  # kept even if the latency part fails
     if "latency" in a.parts:
-        doc["latency"] = latency_part([b for b in a.backbones.split(",") if b], calib_dir, a.calib)
+        rows = latency_part([b for b in a.backbones.split(",") if b], calib_dir, a.calib)
+        fresh = {r["backbone"] for r in rows}  # rows of backbones not run this time are kept
+        doc["latency"] = [r for r in doc.get("latency", []) if r["backbone"] not in fresh] + rows
         save(a.json, doc)
     return doc
 
