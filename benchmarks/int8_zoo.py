@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, SHARED, save  # noqa: E402
 
-RUNS, THREADS = 60, 2  # at most RUNS timed calls, at least 15 and 3 s
+THREADS = 2
 
 
 def _images(folder: Path, pp, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -52,20 +52,11 @@ def _ort_defaults(fp32: Path, out: Path, calib: np.ndarray) -> None:
     quantize_static(str(fp32), str(out), _BatchReader("input", _batches(calib, 16)))
 
 
-def _p50(model: Path, x: np.ndarray) -> float:
-    from edgetl.bench import time_calls
-    from edgetl.runtime import ort_session
-
-    s = ort_session(model, THREADS)
-    ts = time_calls(lambda: s.run(None, {"input": x}), warmup=3, min_runs=15, min_time=3.0)
-    return float(np.median(ts[:RUNS]))
-
-
 def latency_part(backbones: list[str], calib_dir: Path, n_calib: int) -> list[dict]:
     import onnx
     import torch
 
-    from edgetl.export import _check, _simplify, _torch_export
+    from edgetl.export import _check, _simplify, _torch_export, interleaved_latency
     from edgetl.quantize import _logits, quantize_model
     from edgetl.zoo import create_model, get_spec
 
@@ -91,8 +82,10 @@ def latency_part(backbones: list[str], calib_dir: Path, n_calib: int) -> list[di
             # random weights: accuracy means nothing here, agreement with fp32 is reported instead
             rep = quantize_model(fp32, tmp / "edgetl.onnx", calib, evalx, ref.argmax(1), ref, max_drop=100.0, min_agreement=0.0,
                                  report_sensitivity=False)
-            x1 = calib[:1]
-            fp_ms, base_ms, ours_ms = _p50(fp32, x1), _p50(base, x1), _p50(tmp / "edgetl.onnx", x1)
+            # interleaved rounds: every variant sees the same CPU drift (separate timings differed by
+            # up to 15% for identical models on this shared machine)
+            fp_ms, base_ms, ours_ms = interleaved_latency([fp32, base, tmp / "edgetl.onnx"], calib[:1], rounds=15,
+                                                          threads=THREADS, budget_s=0.5)
             base_agree = float(np.mean(_logits(base, evalx).argmax(1) == ref.argmax(1)))
             rows.append({
                 "backbone": name, "fp32_p50_ms": fp_ms, "ort_defaults_p50_ms": base_ms, "edgetl_p50_ms": ours_ms,
@@ -177,7 +170,7 @@ def main(argv=None) -> dict:
     print(f"# int8 zoo on {platform.processor() or platform.machine()} ({host_isa()}), batch 1, {THREADS} threads")
     doc = json.loads(a.json.read_text()) if a.json.is_file() else {"latency": [], "accuracy": []}
     doc.update({"benchmark": "int8_zoo", "date": time.strftime("%Y-%m-%d"), "host": host_isa(),
-                "machine": platform.machine(), "threads": THREADS, "runs": RUNS})
+                "machine": platform.machine(), "threads": THREADS, "timing": "interleaved rounds, 15 per model"})
     if "accuracy" in a.parts:
         with tempfile.TemporaryDirectory() as tmp:
             doc["accuracy"] = accuracy_part(a.datasets, Path(tmp))

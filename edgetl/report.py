@@ -6,7 +6,7 @@ matplotlib is installed. Every plot is written atomically.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from ._io import atomic_path
 
@@ -80,14 +80,24 @@ def plot_accuracy_vs_latency(points: Sequence[dict], path: Path, title: str = ""
     return _save(fig, path)
 
 
-def plot_bars(names: Sequence[str], values: Sequence[float], path: Path, *, xlabel: str, title: str = "",
-              ref: float | None = None) -> Path:
-    """Horizontal bars (e.g. per-layer sensitivity or latency ratios), with an optional reference line."""
+def plot_bars(names: Sequence[str], values: Sequence[float] | Mapping[str, Sequence[float]], path: Path, *,
+              xlabel: str, title: str = "", ref: float | None = None) -> Path:
+    """Horizontal bars (e.g. per-layer sensitivity or latency ratios), with an optional reference line.
+
+    ``values`` as a mapping {series: values} draws grouped bars, one colour per series, with a legend.
+    """
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 0.32 * len(names) + 1.2))
-    ax.barh(list(names)[::-1], list(values)[::-1])
+    series = dict(values) if isinstance(values, Mapping) else {"": list(values)}
+    fig, ax = plt.subplots(figsize=(7, (0.22 * len(series) + 0.1) * len(names) + 1.2))
+    h = 0.8 / len(series)
+    pos = list(range(len(names)))[::-1]  # the first name at the top
+    for k, (label, vals) in enumerate(series.items()):
+        ax.barh([p + (len(series) - 1) / 2 * h - k * h for p in pos], list(vals), height=h, label=label or None)
+    ax.set_yticks(pos, list(names))
     if ref is not None:
         ax.axvline(ref, color="k", ls="--", lw=1)
+    if len(series) > 1:
+        ax.legend(loc="best")
     ax.set_xlabel(xlabel), ax.set_title(title), ax.grid(alpha=0.3, axis="x")
     return _save(fig, path)
 
