@@ -10,7 +10,7 @@ from edgetl.bench import BenchConfig, bench
 from edgetl.errors import ConfigError
 from edgetl.export import ExportConfig, export
 from edgetl.finetune import FinetuneConfig, finetune
-from edgetl.quantize import PRESETS
+from edgetl.quantize import PRESETS, pick_variant
 from edgetl.runtime import Predictor, verify_bundle
 from edgetl.targets import get_target, host_preset, list_targets
 
@@ -66,6 +66,18 @@ def test_bench_json_schema_report_and_plots(int8_bundle, tmp_path):
     r2 = bench(b.path, BenchConfig(target="rpi5", min_runs=3, min_time=0.0, out=tmp_path / "pi", rss=False))
     assert any("aarch64" in e for e in r2.data["emulated"]) or os.uname().machine == "aarch64"
     assert json.loads((r2.path / "bench.json").read_text())["accuracy"]["source"].startswith("parity.npz")
+
+
+def test_variant_pick_fastest_then_smallest_file_within_noise():
+    v = lambda name, ms, size: {"name": name, "p50_ms": ms, "size": size}  # noqa: E731
+    # faster than fp32: the fastest, but a smaller file within 3% of it wins the tie
+    assert pick_variant([v("qdq", 4.00, 110), v("qop", 4.10, 100), v("islands", 3.00, 120)], 5.0)["name"] == "islands"
+    assert pick_variant([v("qdq", 4.00, 110), v("qop", 4.10, 100)], 5.0)["name"] == "qop"
+    assert pick_variant([v("qdq", 4.00, 110), v("qop", 4.30, 100)], 5.0)["name"] == "qdq"
+    # a tie never crosses fp32: the smaller file is slower than fp32, the faster one is not
+    assert pick_variant([v("qdq", 4.95, 110), v("qop", 5.05, 100)], 5.0)["name"] == "qdq"
+    # nothing beats fp32: near-smallest files are equally small, the fastest of them is kept
+    assert pick_variant([v("qop", 4.21, 1000), v("islands", 4.56, 997), v("qdq", 4.15, 1065)], 4.0)["name"] == "qop"
 
 
 def test_targets_are_listed_with_their_providers():
