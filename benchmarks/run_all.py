@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, ROOT  # noqa: E402
 
 HERE = ROOT / "benchmarks"
-SCRIPTS = ["int8_zoo.py", "bench_fidelity.py", "cold_start.py", "endurance.py", "finetune_speed.py"]
+SCRIPTS = ["int8_zoo.py", "bench_fidelity.py", "cold_start.py", "endurance.py", "finetune_speed.py",
+           "finetune_datasets.py"]
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
@@ -101,6 +102,18 @@ def _finetune_speed(d: dict) -> list[str]:
     return out
 
 
+def _finetune_datasets(d: dict) -> list[str]:
+    out = [f"### Linear probe vs full fine-tuning per dataset (`finetune_datasets.py`, {d['date']}, {d['backbone']}, "
+           f"default settings, {d['epochs']} epochs, cold caches)", ""]
+    out += _table(["dataset", "train / val images", "linear best val", "epoch", "wall s", "full (LP-FT) best val",
+                   "epoch", "wall s"],
+                  [[r["dataset"], f"{r['train_images']} / {r['val_images']}", r["linear"]["best_val_acc"],
+                    r["linear"]["best_epoch"], r["linear"]["wall_s"], r["full"]["best_val_acc"],
+                    r["full"]["best_epoch"], r["full"]["wall_s"]] for r in d["rows"]])
+    out += ["", "Epoch 0 is full's LP-FT warm start (the head trained on cached features before the backbone moves)."]
+    return out
+
+
 def _plots(docs: dict) -> list[str]:
     try:
         from edgetl.report import plot_bars
@@ -118,7 +131,8 @@ def _plots(docs: dict) -> list[str]:
 
 
 RENDER = {"int8_zoo": _int8_zoo, "bench_fidelity": _bench_fidelity, "cold_start": _cold_start,
-          "endurance": _endurance, "finetune_speed": _finetune_speed}
+          "endurance": _endurance, "finetune_speed": _finetune_speed,
+          "finetune_datasets": _finetune_datasets}
 
 
 def write_report() -> Path:
