@@ -13,8 +13,10 @@ RESULTS = ROOT / "benchmarks" / "results"
 def lite0_bundle(work: Path, dataset: str = "hymenoptera") -> Path:
     """efficientnet_lite0 (real ImageNet weights) fine-tuned with the default linear probe, exported
     with --int8 (accuracy gate off: these benchmarks measure speed)."""
-    from edgetl.export import ExportConfig, export
-    from edgetl.finetune import FinetuneConfig, finetune
+    from edgetl.config import ExportConfig
+    from edgetl.exporter import export
+    from edgetl.config import FinetuneConfig
+    from edgetl.training import finetune
 
     run = finetune(FinetuneConfig(data=SHARED / dataset, backbone="efficientnet_lite0", out=work / "run"), force=True)
     return export(run.out, ExportConfig(int8=True, max_drop=100.0, min_agreement=0.0), force=True).path

@@ -92,7 +92,8 @@ def tutorial(data: Path, epochs: int, fixed_features: bool) -> dict:
 def ours(data: Path, epochs: int, strategy: str, work: Path) -> dict:
     import os
 
-    from edgetl.finetune import FinetuneConfig, finetune
+    from edgetl.config import FinetuneConfig
+    from edgetl.training import finetune
 
     # a cold cache of its own for each run: decoding and feature extraction are timed too
     os.environ["EDGETL_CACHE"] = str(work / f"cache-{strategy}")

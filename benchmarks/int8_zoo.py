@@ -56,8 +56,9 @@ def latency_part(backbones: list[str], calib_dir: Path, n_calib: int) -> list[di
     import onnx
     import torch
 
-    from edgetl.export import _check, _simplify, _torch_export, interleaved_latency
-    from edgetl.quantize import _logits, quantize_model
+    from edgetl.exporter import check_onnx as _check, simplify as _simplify, torch_export as _torch_export
+    from edgetl.timing import interleaved_latency
+    from edgetl.quantize import QuantOptions, _logits, quantize_model
     from edgetl.zoo import create_model, get_spec
 
     rows = []
@@ -80,8 +81,8 @@ def latency_part(backbones: list[str], calib_dir: Path, n_calib: int) -> list[di
             _ort_defaults(fp32, base, calib)
             ref = _logits(fp32, evalx)
             # random weights: accuracy means nothing here, agreement with fp32 is reported instead
-            rep = quantize_model(fp32, tmp / "edgetl.onnx", calib, evalx, ref.argmax(1), ref, max_drop=100.0, min_agreement=0.0,
-                                 report_sensitivity=False)
+            rep = quantize_model(fp32, tmp / "edgetl.onnx", calib, evalx, ref.argmax(1), fp32_logits=ref,
+                         opts=QuantOptions(max_drop=100.0, min_agreement=0.0, report_sensitivity=False))
             # interleaved rounds: every variant sees the same CPU drift (separate timings differed by
             # up to 15% for identical models on this shared machine)
             fp_ms, base_ms, ours_ms = interleaved_latency([fp32, base, tmp / "edgetl.onnx"], calib[:1], rounds=15,
@@ -105,8 +106,11 @@ def latency_part(backbones: list[str], calib_dir: Path, n_calib: int) -> list[di
 
 def accuracy_part(datasets: list[Path], work: Path) -> list[dict]:
     from edgetl.errors import ArtifactError
-    from edgetl.export import ExportConfig, export
-    from edgetl.finetune import FinetuneConfig, finetune, load_checkpoint
+    from edgetl.config import ExportConfig
+    from edgetl.exporter import export
+    from edgetl.checkpoint import load_checkpoint
+    from edgetl.config import FinetuneConfig
+    from edgetl.training import finetune
     from edgetl.preprocess import Preprocess
     from edgetl.quantize import _logits
 

@@ -136,7 +136,7 @@ RENDER = {"int8_zoo": _int8_zoo, "bench_fidelity": _bench_fidelity, "cold_start"
 
 
 def write_report() -> Path:
-    from edgetl.bench import machine_info
+    from edgetl.benchmark import machine_info
 
     docs = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
     m = machine_info()

@@ -6,7 +6,10 @@
     report = edgetl.bench(bundle.path)
     from edgetl.runtime import Predictor       # device side: no torch
 
-Heavy modules load on first use, so ``import edgetl`` (and the device runtime) stay light.
+The stage modules are named for their stage (``training``, ``exporter``, ``benchmark``), never
+like the functions exported here, so ``edgetl.finetune`` stays the function however often it is
+called and whatever was imported before. Heavy modules load on first use, so ``import edgetl``
+(and the device runtime) stay light.
 """
 from __future__ import annotations
 
@@ -15,15 +18,17 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "finetune": ("edgetl.finetune", "finetune"),
-    "FinetuneConfig": ("edgetl.finetune", "FinetuneConfig"),
-    "RunResult": ("edgetl.finetune", "RunResult"),
-    "export": ("edgetl.export", "export"),
-    "ExportConfig": ("edgetl.export", "ExportConfig"),
-    "Bundle": ("edgetl.export", "Bundle"),
-    "bench": ("edgetl.bench", "bench"),
-    "BenchConfig": ("edgetl.bench", "BenchConfig"),
-    "BenchReport": ("edgetl.bench", "BenchReport"),
+    "finetune": ("edgetl.training", "finetune"),
+    "FinetuneConfig": ("edgetl.config", "FinetuneConfig"),
+    "RunResult": ("edgetl.training", "RunResult"),
+    "export": ("edgetl.exporter", "export"),
+    "ExportConfig": ("edgetl.config", "ExportConfig"),
+    "Bundle": ("edgetl.exporter", "Bundle"),
+    "bench": ("edgetl.benchmark", "bench"),
+    "BenchConfig": ("edgetl.config", "BenchConfig"),
+    "BenchReport": ("edgetl.benchmark", "BenchReport"),
+    "sweep": ("edgetl.sweeps", "sweep"),
+    "SweepConfig": ("edgetl.sweeps", "SweepConfig"),
     "Predictor": ("edgetl.runtime", "Predictor"),
     "EdgetlError": ("edgetl.errors", "EdgetlError"),
 }
@@ -32,7 +37,9 @@ _LAZY = {
 def __getattr__(name: str):
     if name in _LAZY:
         mod, attr = _LAZY[name]
-        return getattr(importlib.import_module(mod), attr)
+        value = getattr(importlib.import_module(mod), attr)
+        globals()[name] = value  # later look-ups skip __getattr__
+        return value
     raise AttributeError(f"module 'edgetl' has no attribute '{name}'")
 
 

@@ -105,54 +105,36 @@ def check_output_dir(path: Path, *, force: bool, what: str, resume_hint: bool = 
 
 
 class RunLock:
-    """An exclusive lock file in a run folder, so two processes never write the same run.
+    """An exclusive lock on a run or bundle folder, so two processes never write the same one.
 
-    The lock holds the owner's pid; a lock left by a dead process (kill -9) is taken over.
+    An OS-level lock (``filelock``: flock on POSIX): the kernel releases it when its holder dies,
+    so a lock file left behind by a kill -9 is simply taken by the next process. On a clean exit
+    the lock file goes (and the folder too, if the lock made it and nothing was written in it): a
+    refused command leaves nothing behind.
     """
 
     def __init__(self, folder: Path, name: str = ".edgetl.lock"):
         self.path = Path(folder) / name
-        self._held = False
+        self._lock = None
+        self._made_folder = False
 
     def __enter__(self) -> "RunLock":
+        from filelock import FileLock, Timeout
+
+        self._made_folder = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                try:
-                    pid = int(self.path.read_text().strip() or 0)
-                except (OSError, ValueError):
-                    pid = 0
-                if pid and pid != os.getpid() and _pid_alive(pid):
-                    raise ArtifactError(
-                        f"{self.path.parent} is being written by another edgetl process (pid {pid}); "
-                        f"wait for it, or delete {self.path} if that process is gone"
-                    ) from None
-                self.path.unlink(missing_ok=True)  # stale: its owner died
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            self._held = True
-            return self
-        raise ArtifactError(f"could not take the lock {self.path}; delete it and retry")
+        self._lock = FileLock(str(self.path))
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            raise ArtifactError(f"{self.path.parent} is being written by another edgetl process (it holds "
+                                f"{self.path}): wait for it to finish, or write elsewhere with --out") from None
+        return self
 
     def __exit__(self, *exc) -> None:
-        if self._held:
-            self.path.unlink(missing_ok=True)
-            self._held = False
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child still "exists"; look at /proc where we can
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
+        if self._lock is not None:
+            self.path.unlink(missing_ok=True)  # while still holding it: no one can take a stale file
+            self._lock.release()
+            self._lock = None
+            if self._made_folder and not any(self.path.parent.iterdir()):
+                self.path.parent.rmdir()

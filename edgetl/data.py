@@ -135,6 +135,23 @@ def load_imagefolder(root: str | Path, *, val_fraction: float = 0.2, seed: int =
     return split
 
 
+def labelled_images(root: str | Path) -> tuple[list[Sample], list[str], str]:
+    """Every image a user means by "score this folder": (samples, classes, how they were chosen).
+
+    ``root/val/<class>/``: the val split. A folder of class folders (no train/, no val/): every image
+    in it. ``root/train/`` without ``val/``: the held-out part of the default seeded split, the part
+    that fine-tuning did not train on.
+    """
+    root = Path(root)
+    if root.is_dir() and not (root / "train").is_dir() and not (root / "val").is_dir():
+        scanned, _ = _scan(root)
+        classes = sorted(scanned)
+        return [Sample(p, i) for i, c in enumerate(classes) for p in scanned[c]], classes, "every image"
+    ds = load_imagefolder(root)
+    return ds.val, ds.classes, ("the val/ split" if ds.val_source == "val/ folder" else
+                                f"the held-out part of train/ ({ds.val_source})")
+
+
 def stratified_sample(samples: Sequence[Sample], n: int, seed: int = 0) -> list[Sample]:
     """Up to ``n`` samples, the same share from every class, reproducibly."""
     if n >= len(samples):
@@ -156,6 +173,37 @@ def stratified_sample(samples: Sequence[Sample], n: int, seed: int = 0) -> list[
         if not progressed:
             break
     return sorted(out, key=lambda s: (s.label, str(s.path)))
+
+
+def eval_samples(run_dir: Path, labels: Sequence[str], data: Path | None = None, *, which: str = "val",
+                 seed: int = 0) -> tuple[list[Sample], Path]:
+    """Labelled images for a fine-tuned run: ``data``'s split, else the run's own split (from run.json).
+
+    Returns (samples of ``which`` split, the dataset folder). The classes must be the model's labels.
+    """
+    from ._io import read_json
+    from .errors import ArtifactError
+
+    run_dir = Path(run_dir)
+    if data is None:
+        try:
+            cfg = read_json(run_dir / "run.json", "run config")
+        except ArtifactError:
+            raise DataError(f"{run_dir} has no run.json telling where its images are: pass --eval-data DIR "
+                            f"(and --calib-data DIR for int8)") from None
+        data = Path(cfg["data"])
+        if not data.is_absolute():  # runs written before paths were stored absolute
+            data = (run_dir.parent.parent / data) if (run_dir.parent.parent / data).is_dir() else data.absolute()
+        if not data.is_dir():
+            raise DataError(f"the images {run_dir / 'run.json'} names are not at {data}: pass --eval-data DIR "
+                            f"(and --calib-data DIR for int8) with the same classes")
+        ds = load_imagefolder(data, val_fraction=cfg.get("val_fraction", 0.2), seed=cfg.get("seed", 0))
+    else:
+        ds = load_imagefolder(data, seed=seed)
+    if ds.classes != list(labels):
+        raise DataError(f"classes of {data} ({', '.join(ds.classes)}) differ from the model's labels "
+                        f"({', '.join(labels)}): use images of the same classes")
+    return (ds.train if which == "train" else ds.val), data
 
 
 # --- decode-and-resize cache --------------------------------------------------------------
@@ -240,13 +288,14 @@ def build_transform(pp: Preprocess, augment: str = "none"):
     ``none`` is exactly the eval transform (center crop + normalise), matching the runtime.
     """
     import torch
-    from torchvision import transforms as T
 
     def to_tensor(img) -> "torch.Tensor":
         return torch.from_numpy(pp.normalize(np.asarray(img, dtype=np.uint8)))
 
     if augment == "none":
         return lambda img: to_tensor(pp.center_crop(np.asarray(img, dtype=np.uint8)))
+    from torchvision import transforms as T  # (only augmentation needs it: ~2 s to import)
+
     interp = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
               "nearest": T.InterpolationMode.NEAREST}[pp.interpolation]
     ops = [T.RandomResizedCrop(pp.crop, interpolation=interp), T.RandomHorizontalFlip()]

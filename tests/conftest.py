@@ -45,9 +45,13 @@ def tiny_data(tmp_path) -> Path:
     return make_imagefolder(tmp_path / "data")
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("EDGETL_CACHE", str(tmp_path_factory.getbasetemp() / "edgetl-cache"))
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """One throw-away edgetl cache for the whole session, set before any module fixture runs and
+    undone after (no test writes to ~/.cache/edgetl; no fixture leaks environment into later files)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGETL_CACHE", str(tmp_path_factory.getbasetemp() / "edgetl-cache"))
+        yield
 
 
 def run_cli(*args, env=None, cwd=None, timeout=600, check=False) -> subprocess.CompletedProcess:
@@ -86,3 +90,33 @@ def tree_hashes(root: Path) -> dict:
 
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def device_venv(tmp_path_factory) -> Path:
+    """A venv with only `pip install edgetl` (the base install: no torch, no onnx): a device's."""
+    venv = tmp_path_factory.mktemp("device") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    p = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(REPO)], capture_output=True,
+                       text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return venv
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A real OpenSSH server on 127.0.0.1 (tests/sshd_server.py): a throw-away host key, one authorized
+    client key, no passwords. It logs in as the user running the tests, whose shell plays the device."""
+    from sshd_server import SSHDUnavailable, local_sshd
+
+    try:
+        with local_sshd(tmp_path_factory.mktemp("sshd")) as server:
+            yield server
+    except SSHDUnavailable as e:
+        pytest.skip(str(e))
+
+
+def _free_port() -> int:
+    from sshd_server import free_port
+
+    return free_port()

@@ -15,7 +15,9 @@ import pytest
 from conftest import SHARED, run_cli
 
 VEHICLES = SHARED / "vehicles"
-pytestmark = pytest.mark.skipif(not (VEHICLES / "train").is_dir(), reason="needs ../shared/datasets/vehicles")
+# slow (python -m pytest -m slow): tests/test_sweeps.py runs the same CLI chain on hymenoptera in CI
+pytestmark = [pytest.mark.skipif(not (VEHICLES / "train").is_dir(), reason="needs ../shared/datasets/vehicles"),
+              pytest.mark.slow]
 VAL_FLOOR = 0.95
 
 

@@ -8,7 +8,9 @@ import torch
 
 from conftest import REPO, run_cli, tree_hashes
 from edgetl.errors import ArtifactError, ConfigError, ExistsError
-from edgetl.finetune import FinetuneConfig, _set_train_mode, _apply_freeze, finetune, load_checkpoint, model_from_checkpoint
+from edgetl.checkpoint import load_checkpoint, model_from_checkpoint
+from edgetl.config import FinetuneConfig
+from edgetl.training import apply_freeze, finetune, set_train_mode
 from edgetl import zoo
 
 TINY = dict(backbone="mobilenet_v3_small", weights="none", image_size=32, workers=0, batch_size=8)
@@ -34,7 +36,7 @@ def test_linear_writes_self_describing_artifacts(tiny_data, tmp_path):
 
 def test_feature_cache_makes_second_run_skip_backbone(tiny_data, tmp_path, monkeypatch):
     finetune(cfg(tiny_data, tmp_path / "a", epochs=1))
-    import edgetl.finetune as ft
+    import edgetl.features as ft
 
     calls = []
     orig = ft.extract_features
@@ -46,7 +48,7 @@ def test_feature_cache_makes_second_run_skip_backbone(tiny_data, tmp_path, monke
 
 
 def test_cpu_features_come_from_onnxruntime_and_match_torch(tiny_data):
-    import edgetl.finetune as ft
+    import edgetl.features as ft
     from edgetl.data import ImageDataset, ImageCache, load_imagefolder
 
     m = zoo.create_model("mobilenet_v3_small", 2, weights="none").eval()
@@ -59,26 +61,26 @@ def test_cpu_features_come_from_onnxruntime_and_match_torch(tiny_data):
     b = ft.extract_features(m.backbone, ds, device=cpu, batch_size=4, workers=0)
     assert a.shape == b.shape == (len(ds), zoo.get_spec("mobilenet_v3_small").feature_dim)
     torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
-    name, runner = ft._feature_engine(m.backbone, cpu, 32)
-    assert name == "onnxruntime-cpu" and isinstance(runner(), ft.OrtBackbone)
+    fx = ft.FeatureExtractor(m.backbone, ft.FeatureSource("mobilenet_v3_small", "none", pp), device=cpu)
+    assert fx.engine == "onnxruntime-cpu" and isinstance(fx._run_on(), ft.OrtBackbone)
 
 
 def test_linear_resumes_from_a_head_only_last_checkpoint(tiny_data, tmp_path, monkeypatch):
-    import edgetl.finetune as ft
+    import edgetl.training as ft
     from edgetl.errors import EdgetlError
 
     ref = finetune(cfg(tiny_data, tmp_path / "ref", epochs=4, lr=1e-2))
-    evals, orig = [], ft._linear_eval
+    evals, orig = [], ft._LinearEpochs.evaluate
 
-    def ctrl_c_in_epoch_3(*a, **k):
+    def ctrl_c_in_epoch_3(self):
         evals.append(1)
         if len(evals) == 3:
             raise KeyboardInterrupt
-        return orig(*a, **k)
-    monkeypatch.setattr(ft, "_linear_eval", ctrl_c_in_epoch_3)
+        return orig(self)
+    monkeypatch.setattr(ft._LinearEpochs, "evaluate", ctrl_c_in_epoch_3)
     with pytest.raises(EdgetlError, match="--resume"):
         finetune(cfg(tiny_data, tmp_path / "run", epochs=4, lr=1e-2))
-    monkeypatch.setattr(ft, "_linear_eval", orig)
+    monkeypatch.setattr(ft._LinearEpochs, "evaluate", orig)
     last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert last["model_part"] == "head" and last["epoch"] == 1
     spec = zoo.get_spec("mobilenet_v3_small")
@@ -99,19 +101,60 @@ def test_full_starts_from_a_linear_probed_head(tiny_data, tmp_path):
     assert json.loads((off.out / "metrics.json").read_text())["warm_start"] is None and off.best_epoch == 1
 
 
-@pytest.mark.parametrize("strategy", ["full", "gradual"])
-def test_full_and_gradual_with_l2sp(tiny_data, tmp_path, strategy):
-    r = finetune(cfg(tiny_data, tmp_path / strategy, strategy=strategy, epochs=2, l2sp=0.01, augment="light"))
-    assert len(r.history) == 2 and 0 <= r.best_val_acc <= 1
-    if strategy == "gradual":
-        assert [h["trainable_stages"] for h in r.history] == [0, 1]  # head alone, then the top stage
+def test_gradual_unfreezes_one_stage_at_a_time(tiny_data, tmp_path):
+    r = finetune(cfg(tiny_data, tmp_path / "gradual", strategy="gradual", epochs=2, augment="light"))
+    assert [h["trainable_stages"] for h in r.history] == [0, 1]  # head alone, then the top stage
+
+
+def test_l2sp_keeps_the_backbone_near_its_source_weights(tiny_data, tmp_path):
+    """Same run, same seed: with L2-SP the backbone ends much closer to the weights it started from."""
+    src = zoo.get_spec("mobilenet_v3_small").build()
+    torch.save(src.state_dict(), tmp_path / "source.pt")
+    theta0 = {k: v for k, v in src.state_dict().items() if v.is_floating_point()}
+
+    def drift(l2sp):
+        r = finetune(cfg(tiny_data, tmp_path / f"l2sp{l2sp}", weights=str(tmp_path / "source.pt"), strategy="full",
+                         epochs=2, lp_epochs=0, lr=0.05, backbone_lr_mult=1.0, l2sp=l2sp))
+        last = torch.load(r.out / "last.pt", weights_only=True)["model"]
+        return sum(((last["backbone." + k].float() - v.float()) ** 2).sum().item() for k, v in theta0.items()
+                   if "running" not in k and "backbone." + k in last) ** 0.5
+
+    plain, pulled = drift(0.0), drift(100.0)
+    assert plain > 0 and pulled < 0.5 * plain, (plain, pulled)
+
+
+def test_early_stop_ends_the_run_when_val_stops_improving(tiny_data, tmp_path):
+    r = finetune(cfg(tiny_data, tmp_path / "es", epochs=6, lr=1e-9, early_stop=1))  # val accuracy cannot move
+    assert r.stopped_early and r.epochs_run == 2
+    assert json.loads((r.out / "metrics.json").read_text())["stopped_early"] is True
+
+
+def test_label_smoothing_keeps_the_training_loss_off_zero(tiny_data, tmp_path):
+    """2 classes with smoothing 0.4: targets (0.8, 0.2), so cross-entropy cannot go below H(0.8) = 0.50 nats;
+    without smoothing the separable tinted classes drive it toward 0."""
+    kw = dict(backbone="resnet18", epochs=30, lr=3e-2, head_dropout=0.0)
+    plain = finetune(cfg(tiny_data, tmp_path / "ls0", **kw)).history[-1]["train_loss"]
+    smooth = finetune(cfg(tiny_data, tmp_path / "ls4", label_smoothing=0.4, **kw)).history[-1]["train_loss"]
+    assert plain < 0.3 and smooth > 0.49, (plain, smooth)
+
+
+def test_warm_up_then_cosine_schedule():
+    from edgetl._schedule import lr_lambda
+
+    f = lr_lambda(FinetuneConfig(data=".", epochs=10, warmup_epochs=2), steps_per_epoch=5)
+    ramp, rest = [f(i) for i in range(10)], [f(i) for i in range(10, 50)]
+    assert ramp[0] == pytest.approx(0.1) and ramp[-1] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(ramp, ramp[1:]))  # linear warm-up over 2 epochs
+    assert all(a >= b for a, b in zip(rest, rest[1:])) and rest[-1] == pytest.approx(0.01, abs=2e-3)
+    flat = lr_lambda(FinetuneConfig(data=".", schedule="constant"), steps_per_epoch=5)
+    assert {flat(i) for i in range(50)} == {1.0}
 
 
 def test_frozen_batchnorm_stays_in_eval():
     spec = zoo.get_spec("mobilenet_v3_small")
     m = zoo.create_model("mobilenet_v3_small", 2, weights="none")
-    _apply_freeze(m, spec, 1)  # only the top stage trains
-    _set_train_mode(m)
+    apply_freeze(m, spec, 1)  # only the top stage trains
+    set_train_mode(m)
     bns = [(n, mod) for n, mod in m.backbone.named_modules() if isinstance(mod, torch.nn.BatchNorm2d)]
     assert all(not mod.training for n, mod in bns if zoo.stage_of(spec, n + ".weight") < len(spec.stages) - 1)
     assert m.head.training

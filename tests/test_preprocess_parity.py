@@ -3,7 +3,8 @@
 Measured: the tensors are identical (max |difference| 0.0) for bilinear and bicubic on 24 photos of
 24 different sizes from three datasets — torchvision's eval transform on a PIL image resizes with
 Pillow too, and our crop offsets and rounding follow its int() arithmetic. The test demands exact
-equality, and identical top-1 of real pretrained weights on every photo.
+equality. A second test holds the training pipeline (the decode cache) and the device runtime
+(files, arrays) to the same tensor.
 """
 import numpy as np
 import pytest
@@ -35,7 +36,6 @@ def test_numpy_preprocessing_matches_torchvision(pp):
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms._presets import ImageClassification
 
-    from edgetl import zoo
 
     tv = ImageClassification(crop_size=pp.crop, resize_size=pp.resize, mean=pp.mean, std=pp.std,
                              interpolation=InterpolationMode(pp.interpolation), antialias=True)
@@ -45,10 +45,30 @@ def test_numpy_preprocessing_matches_torchvision(pp):
     diff = np.abs(ours - ref)
     print(f"{pp.interpolation}: {len(photos)} photos, max |diff| {diff.max():.4f}, mean {diff.mean():.2e}")
     assert diff.max() == 0.0
-    spec = zoo.get_spec("efficientnet_lite0")  # real ImageNet weights and their 1000-class head
-    model = spec.build()
-    zoo._strict_load(model, zoo._load_pretrained_state(spec), "lite0")
-    model.eval()
-    with torch.no_grad():
-        a, b = model(torch.from_numpy(ours)).argmax(1), model(torch.from_numpy(ref)).argmax(1)
-    assert torch.equal(a, b)
+
+
+def test_training_and_device_pipelines_give_the_same_tensor(tmp_path):
+    """What the model trains on (ImageDataset through the decode cache, a cache hit the second time) is
+    what the device feeds it (Predictor.prepare from the file, from the decoded array, and from the
+    frame already cropped to the model's size), on real photos of many sizes."""
+    from edgetl.config import ExportConfig, FinetuneConfig
+    from edgetl.data import ImageCache, ImageDataset, Sample
+    from edgetl.exporter import export
+    from edgetl.runtime import Predictor
+    from edgetl.training import finetune
+
+    from conftest import make_imagefolder
+
+    data = make_imagefolder(tmp_path / "d", classes=("a", "b"), n_train=4, n_val=2)
+    run = finetune(FinetuneConfig(data=data, out=tmp_path / "run", backbone="efficientnet_lite0", weights="none",
+                                  epochs=1, workers=0))
+    p = Predictor(export(run.out, ExportConfig(parity_images=4)).path)
+    photos = _photos(8)
+    ds = ImageDataset([Sample(f, 0) for f in photos], p.preprocess, cache=ImageCache(tmp_path / "cache"))
+    for i, f in enumerate(photos):
+        first, again = ds[i][0].numpy(), ds[i][0].numpy()  # decoded, then from the cache
+        device = p.prepare(f)[0]
+        decoded = np.asarray(load_image(f))
+        np.testing.assert_array_equal(first, again)
+        np.testing.assert_array_equal(first, device)
+        np.testing.assert_array_equal(device, p.prepare(decoded)[0])

@@ -8,7 +8,6 @@ byte-identical and no new file appeared: a refused command writes nothing and lo
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import struct
 import zlib
@@ -97,6 +96,15 @@ CASES = [
     ("export-calib-no-images", ["export", "{w}/run", "--int8", "--calib-data", "{w}/calib-empty", "--out", "{o}"],
      None, ["calib-empty"]),
     ("export-opset-unsupported", ["export", "{w}/run", "--opset", "9", "--out", "{o}"], None, ["opset"]),
+    ("export-qat-without-train-images", ["export", "{w}/run-moved", "--int8", "--qat", "--eval-data", "{w}/data",
+                                         "--out", "{o}"], None, ["--qat", "train images", "--calib-data"]),
+    ("export-qat-without-int8", ["export", "{w}/run", "--qat", "--out", "{o}"], None, ["--int8"]),
+    ("timm-unknown-model", ["finetune", "{w}/data", "--backbone", "timm/mobilenetv4_conv_smal", "--weights", "none",
+                            "--out", "{o}"], None, ["did you mean timm/mobilenetv4_conv_small"]),
+    ("timm-weights-offline", ["finetune", "{w}/data", "--backbone", "timm/mobilenetv4_conv_small", "--image-size", "32",
+                              "--epochs", "1", "--out", "{o}"], {"HF_HUB_CACHE": "{w}/hf-empty"},
+     ["hf-empty", "--weights none"]),
+    ("sweep-empty-backbones", ["sweep", "{w}/data", "--backbones", ",", "--out", "{o}"], None, ["--backbones"]),
     # bundle on the device: predict / verify / bench
     ("bundle-missing", ["predict", "{w}/nothing", "{w}/data/val/a/a0.png"], None, ["{w}/nothing"]),
     ("bundle-bitflip", ["verify", "{w}/b-flip"], None, ["model.onnx", "sha256"]),
@@ -130,11 +138,12 @@ if not torch.cuda.is_available():
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    from edgetl.export import ExportConfig, export
-    from edgetl.finetune import FinetuneConfig, finetune
+    from edgetl.config import ExportConfig
+    from edgetl.exporter import export
+    from edgetl.config import FinetuneConfig
+    from edgetl.training import finetune
 
     w = tmp_path_factory.mktemp("ws")
-    os.environ["EDGETL_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     data = make_imagefolder(w / "data", classes=("a", "b"), n_train=4, n_val=2)
     run = finetune(FinetuneConfig(data=data, out=w / "run", backbone="resnet18", weights="none", image_size=32,
                                   workers=0, epochs=1)).out
@@ -161,8 +170,11 @@ def workspace(tmp_path_factory):
     (w / "wrongtype.json").write_text(json.dumps({"lr": "fast"}))
     torch.save({"x": PickledCode()}, w / "evil.pt")
     (w / "locked").mkdir()
-    (w / "locked" / ".edgetl.lock").write_text(str(os.getpid()))  # held by a live process: this one
+    from edgetl._io import RunLock
+
+    held = RunLock(w / "locked").__enter__()  # held by a live process (this one) while the cases run
     # broken runs
+    _edit_json(_copy(run, w / "run-moved") / "run.json", lambda d: d.update(data=str(w / "moved-away")))
     for name, fn in (("run-trunc", lambda p: p.write_bytes(p.read_bytes()[:5000])),
                      ("run-evil", lambda p: torch.save({"format": "edgetl-checkpoint", "x": PickledCode()}, p)),
                      ("run-newer", lambda p: torch.save({**torch.load(p, weights_only=True), "format_version": 99}, p))):
@@ -192,7 +204,8 @@ def workspace(tmp_path_factory):
     (w / "notes.jpg").write_text("shopping list")
     _png_header_only(w / "bomb.png", 20000, 20000)
     make_image(w / "ok.png", (40, 40))
-    return w
+    yield w
+    held.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from edgetl import zoo
 from edgetl.errors import ConfigError, WeightsError
 
 REQUIRED = {"resnet18", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0",
-            "alexnet", "vgg16", "vgg19", "convnext_tiny", "efficientnet_lite0"}
+            "alexnet", "vgg16", "vgg19", "convnext_tiny", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
 
 
 def test_registry_has_the_required_backbones():
@@ -78,21 +78,42 @@ def test_pickled_code_is_refused(tmp_path):
 
 
 @pytest.mark.skipif(not (SHARED / "hymenoptera").is_dir(), reason="shared datasets not present")
-def test_lite0_weights_are_real_imagenet_weights():
-    """Most hymenoptera val photos land in ImageNet 310 (ant) / 309 (bee) or their insect neighbours."""
+@pytest.mark.parametrize("name,size", [("efficientnet_lite0", 224), ("efficientnet_lite1", 240),
+                                       ("efficientnet_lite2", 260)])
+def test_lite_weights_are_real_imagenet_weights(name, size):
+    """Most hymenoptera val photos land in ImageNet 310 (ant) / 309 (bee) or their insect neighbours, at
+    each variant's own input size (the reference's res, center crop of res + 32, bicubic, (x-127)/128)."""
     import numpy as np
 
     from edgetl.preprocess import load_image
 
-    spec = zoo.get_spec("efficientnet_lite0")
+    spec = zoo.get_spec(name)
+    assert (spec.preprocess.crop, spec.preprocess.resize, spec.preprocess.interpolation) == (size, size + 32, "bicubic")
+    assert zoo.weights_available_offline(spec)
     net = spec.build()
-    zoo._strict_load(net, zoo._load_pretrained_state(spec), "lite0")
+    zoo._strict_load(net, zoo._load_pretrained_state(spec), name)
     net.eval()
-    files = sorted((SHARED / "hymenoptera" / "val").glob("*/*"))[::3]  # ~50 photos keeps it fast
+    files = sorted((SHARED / "hymenoptera" / "val").glob("*/*"))[::5]  # ~30 photos keeps it fast
     x = torch.from_numpy(np.stack([spec.preprocess.apply(load_image(f)) for f in files]))
     with torch.no_grad():
         top1 = net(x).argmax(1).tolist()
     want = [310 if f.parent.name == "ants" else 309 for f in files]
     exact = np.mean([t == w for t, w in zip(top1, want)])
     near = np.mean([300 <= t <= 320 for t in top1])
-    assert exact >= 0.7 and near >= 0.8, (exact, near)
+    assert exact >= 0.6 and near >= 0.8, (exact, near)
+
+
+def test_timm_backbones_take_their_preprocessing_from_the_model(monkeypatch, tmp_path):
+    pytest.importorskip("timm")
+    spec = zoo.get_spec("timm/mobilenetv4_conv_small")
+    assert (spec.preprocess.crop, spec.preprocess.resize, spec.preprocess.interpolation) == (224, 256, "bicubic")
+    assert spec.feature_dim == 1280 and spec.family == "timm" and len(spec.stages) > 3
+    with torch.device("meta"):
+        m = zoo.create_model("timm/mobilenetv4_conv_small", 3, weights="none")
+    assert all(zoo.stage_of(spec, n) >= 0 for n, _ in m.backbone.named_parameters())
+    with pytest.raises(ConfigError, match="Did you mean timm/mobilenetv4_conv_small"):
+        zoo.get_spec("timm/mobilenetv4_conv_smal")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty cache: offline, no weights
+    with pytest.raises(WeightsError) as e:
+        zoo.create_model("timm/mobilenetv4_conv_small", 3)
+    assert str(tmp_path / "hub") in str(e.value) and "--weights none" in str(e.value)

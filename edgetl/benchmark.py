@@ -1,0 +1,367 @@
+"""Latency, memory, size and accuracy parity a team can put in its design review. No torch needed.
+
+    from edgetl.benchmark import bench                 # also edgetl.bench / edgetl.BenchConfig
+    report = bench("models/run/bundle", BenchConfig(target="rpi5", data="photos/val"))
+    report.variants["int8"]["latency"]["p90_ms"], report.verdict
+
+Per variant (fp32, int8, and the PyTorch eager reference when torch and the checkpoint are
+here): session creation time, then timed calls in interleaved rounds (fp32 int8 torch, int8 torch
+fp32, ...: every variant sees the same CPU, so their ratio holds on a noisy machine) until both
+``min_runs`` per variant and ``min_time`` per variant are met -> p50/p90/p99, mean, std, CV,
+throughput; peak RSS measured in a fresh subprocess; file size. Scenarios after MLPerf Inference
+(edge): single-stream (batch 1, p90 vs the deadline), multi-stream (``streams`` frames per tick vs
+the frame deadline), offline (best throughput over batch sizes). Accuracy on a labelled folder
+(its val/ split, or every image of a folder of class folders), or on the bundle's parity.npz.
+
+A target's thread count is capped at this host's cores (4 threads on 2 cores made p50 1.76x worse
+than 2 threads and ranked the variants wrongly); the report says so, with the target's count.
+Writes bench.json (schema ``edgetl/schemas/bench.schema.json``, per-call samples included), and
+from it alone report.md and the plots (edgetl.report.write_bench_report), so a bench run on a
+device (edgetl.remote) gives the same report here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from ._config import to_dict
+from ._io import read_json, write_json
+from ._progress import SILENT, Progress
+from .bundle import read_manifest, verify_files
+from .config import BenchConfig, Scenario
+from .data import labelled_images, stratified_sample
+from .errors import DataError, EdgetlError, RuntimeInputError
+from .runtime import Predictor, resolve_providers
+from .targets import Target, cpu_info, get_target, host_isa, host_preset
+from .timing import interleaved, latency_stats, time_calls
+
+log = logging.getLogger(__name__)
+BENCH_SCHEMA_VERSION = 1
+
+
+@dataclasses.dataclass
+class BenchReport:
+    path: Path
+    target: str
+    scenario: str
+    machine: dict
+    variants: dict
+    accuracy: dict
+    verdict: str
+    data: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_doc(cls, path: Path, doc: dict) -> "BenchReport":
+        return cls(path, doc["target"]["name"], doc["scenario"], doc["machine"], doc["variants"], doc["accuracy"],
+                   doc["verdict"], {"emulated": doc["emulated"], "providers_used": doc["providers_used"],
+                                    "measured_on": doc.get("measured_on")})
+
+
+def machine_info() -> dict:
+    """What ran the bench: CPU, cores, ISA, onnxruntime and its providers."""
+    import onnxruntime as ort
+
+    isa = host_isa()
+    return {"hostname": platform.node(), "cpu": cpu_info()["model"], "cores": cpu_info()["cores"],
+            "machine": platform.machine(), "os": platform.platform(),
+            "isa": {"avx2": isa["avx2"], "vnni": isa["vnni"], "dotprod": isa["dotprod"]},
+            "int8_preset_here": host_preset(), "onnxruntime": ort.__version__,
+            "providers_available": ort.get_available_providers(), "python": platform.python_version(),
+            "edgetl": __version__}
+
+
+def _peak_rss_mb(model: Path, providers, threads: int, batch: np.ndarray) -> float | None:
+    """Peak RSS of a fresh process that loads ``model`` and runs ``batch`` a few times."""
+    with tempfile.NamedTemporaryFile(suffix=".npy", delete=False) as f:
+        np.save(f, batch)
+    code = ("import json,resource,sys,numpy as np,onnxruntime as ort\n"
+            "so=ort.SessionOptions(); so.log_severity_level=3\n"
+            f"so.intra_op_num_threads={int(threads)}\n"
+            f"s=ort.InferenceSession({str(model)!r},so,providers={list(providers)!r})\n"
+            f"x=np.load({f.name!r}); n=s.get_inputs()[0].name\n"
+            "[s.run(None,{n:x}) for _ in range(5)]\n"
+            # VmHWM belongs to this process's own address space (new at exec); ru_maxrss is not: Linux
+            # carries it over from a fat parent through fork+exec (a 4 GB trainer reported 4 GB here)
+            "hwm=[int(l.split()[1])/1024 for l in open('/proc/self/status') if l.startswith('VmHWM:')] "
+            "if sys.platform.startswith('linux') else []\n"
+            "r=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "print(hwm[0] if hwm else r/(1048576 if sys.platform=='darwin' else 1024))")
+    try:
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        return float(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else None
+    except (subprocess.TimeoutExpired, ValueError, IndexError):
+        return None
+    finally:
+        os.unlink(f.name)
+
+
+def resolve_model(model: Path) -> tuple[Path | None, dict[str, Path]]:
+    """(bundle dir or None, variant -> model file) for RUN | BUNDLE | MODEL.onnx; bundles are verified."""
+    model = Path(model)
+    if model.is_dir() and not (model / "bundle.json").is_file() and (model / "bundle" / "bundle.json").is_file():
+        model = model / "bundle"
+    if model.is_dir():
+        m = read_manifest(model)
+        verify_files(model, m)
+        return model, {v: model / f for v, f in m.variants.items()}
+    if model.is_file() and model.suffix == ".onnx":
+        return None, {"int8" if model.name.endswith(".int8.onnx") else "fp32": model}
+    raise DataError(f"nothing to bench at {model}: pass a run folder, a bundle folder or a .onnx file")
+
+
+def plan_threads(target: Target, asked: int | None, cores: int) -> tuple[int, str | None]:
+    """Intra-op threads to run (never more than this host's cores) and a line saying so when capped."""
+    want = target.threads if asked is None else asked
+    if want and want > cores:
+        return cores, (f"target uses {want} threads; this host has {cores} cores, so {cores} threads ran "
+                       f"(more threads than cores only adds contention)")
+    return want, None
+
+
+def bench(model: str | Path, cfg: BenchConfig | None = None, *, progress: Progress | None = None) -> BenchReport:
+    """Benchmark a run / bundle / .onnx for a target; see the module docstring."""
+    cfg = cfg or BenchConfig()
+    progress = progress or SILENT
+    target = get_target(cfg.target)
+    scenario = cfg.scenario or (Scenario.multi_stream if target.streams > 1 else Scenario.single_stream)
+    bundle_dir, variants = resolve_model(Path(model))
+    try:
+        providers, missing = resolve_providers(cfg.providers or target.providers, explicit=bool(cfg.providers))
+    except RuntimeInputError as e:
+        raise DataError(str(e)) from None
+    machine = machine_info()
+    threads, capped = plan_threads(target, cfg.threads, machine["cores"])
+    emulated = []
+    if target.arch not in ("any", platform.machine()):
+        emulated.append(f"target is {target.arch}, this host is {platform.machine()}")
+    if missing:
+        emulated.append(f"provider(s) {', '.join(missing)} not installed here: fell back to {', '.join(providers)}")
+    if capped:
+        emulated.append(capped)
+    predictors = {v: Predictor(bundle_dir if bundle_dir else p, variant=v if bundle_dir else "auto",
+                               providers=providers, threads=threads) for v, p in variants.items()}
+    batch = {Scenario.single_stream: 1, Scenario.multi_stream: target.streams, Scenario.offline: 1}[scenario]
+    x = _random_batch(next(iter(predictors.values())), batch)
+    torch_ref = _TorchReference.find(bundle_dir) if cfg.torch_reference and x.dtype == np.float32 else None
+    results = _time_variants(predictors, variants, x, cfg, threads=threads, torch_ref=torch_ref, progress=progress)
+    if scenario == Scenario.offline:
+        for v, p in predictors.items():
+            results[v]["offline"] = _offline_sweep(p, cfg)
+    for v, row in results.items():
+        row["peak_rss_mb"] = _peak_rss_mb(variants[v], providers, threads, x) if cfg.rss and v in variants else None
+        if v != "torch":
+            _judge(row, scenario, target, batch)
+    accuracy = _accuracy(predictors, bundle_dir, cfg, progress)
+    for v, a in accuracy.get("variants", {}).items():
+        results[v]["top1"], results[v]["agreement"] = a.get("top1"), a.get("agreement_with_fp32")
+    doc = {
+        "schema": "edgetl-bench", "schema_version": BENCH_SCHEMA_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": str(model), "target": dataclasses.asdict(target), "scenario": scenario.value,
+        "config": to_dict(cfg), "threads": threads, "threads_target": target.threads,
+        "providers_requested": list(target.providers), "providers_used": providers, "emulated": emulated,
+        "measured_on": None, "machine": machine, "timing": "interleaved rounds, one untimed call per block",
+        "torch_reference": torch_ref.note if torch_ref else ("off" if not cfg.torch_reference else "not for uint8 input"),
+        "variants": results, "accuracy": accuracy,
+        "verdict": ", ".join(f"{v} {r['status']}" for v, r in results.items() if v != "torch"),
+    }
+    out = Path(cfg.out or ((bundle_dir or Path(model).parent) / "bench" / target.name))
+    return write_bench(out, doc)
+
+
+def write_bench(out: Path, doc: dict) -> BenchReport:
+    """bench.json, then report.md and the plots from it alone (also for a bench fetched from a device)."""
+    from .report import write_bench_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "bench.json", doc)
+    write_bench_report(out, doc)
+    return BenchReport.from_doc(out, doc)
+
+
+def read_bench(out: Path) -> BenchReport:
+    return BenchReport.from_doc(out, read_json(out / "bench.json", "bench report"))
+
+
+def _random_batch(p: Predictor, n: int) -> np.ndarray:
+    shape = tuple(d if isinstance(d, int) else 1 for d in p.input_shape[1:])
+    rng = np.random.default_rng(0)
+    if p.embed:
+        return rng.integers(0, 256, (n, *shape), dtype=np.uint8)
+    return rng.standard_normal((n, *shape)).astype(np.float32)
+
+
+class _TorchReference:
+    """Eager PyTorch on the bundle's source checkpoint, when torch and the checkpoint are here."""
+
+    def __init__(self, ck_path: Path | None, note: str):
+        self.ck_path, self.note, self.model = ck_path, note, None
+
+    @classmethod
+    def find(cls, bundle_dir: Path | None) -> "_TorchReference | None":
+        if bundle_dir is None or not (bundle_dir / "export.json").is_file():
+            return None
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            return cls(None, "skipped: torch is not installed here (the device install has no torch)")
+        ck = Path(read_json(bundle_dir / "export.json", "export report")["checkpoint"])
+        if not ck.is_absolute():  # bundles written before paths were stored absolute
+            ck = bundle_dir.parent / ck.name
+        if not ck.is_file():
+            return cls(None, f"skipped: the source checkpoint {ck} is not here")
+        return cls(ck, f"eager PyTorch on {ck}")
+
+    def runner(self, x: np.ndarray):
+        import torch
+
+        from .checkpoint import load_checkpoint, model_from_checkpoint
+
+        model = model_from_checkpoint(load_checkpoint(self.ck_path))
+        xt = torch.from_numpy(x)
+
+        def run():
+            with torch.inference_mode():
+                model(xt)
+        return run
+
+
+def _time_variants(predictors: dict, files: dict, x: np.ndarray, cfg: BenchConfig, *, threads: int,
+                   torch_ref: _TorchReference | None, progress: Progress) -> dict:
+    """Every variant (and the torch reference) timed in interleaved rounds on the same batch."""
+    rows, fns = {}, []
+    for v, p in predictors.items():
+        t0 = time.perf_counter()
+        sess = Predictor(p.path, variant=p.variant, providers=p.providers, threads=threads).session
+        rows[v] = {"file": str(files[v]), "size_mb": files[v].stat().st_size / 1e6,
+                   "session_create_ms": (time.perf_counter() - t0) * 1e3, "providers_used": sess.get_providers()}
+        feed = {sess.get_inputs()[0].name: x}
+        fns.append(lambda s=sess, f=feed: s.run(None, f))
+    names = list(rows)
+    import_threads = None
+    if torch_ref is not None and torch_ref.ck_path is not None:
+        import torch
+
+        import_threads = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        fns.append(torch_ref.runner(x))
+        names.append("torch")
+        rows["torch"] = {"file": str(torch_ref.ck_path), "size_mb": torch_ref.ck_path.stat().st_size / 1e6,
+                         "session_create_ms": None, "providers_used": [f"torch {torch.__version__} eager CPU"]}
+    try:
+        with progress.task(f"timing {len(fns)} variant(s), interleaved", total=None):
+            samples = interleaved(fns, rounds=3, warmup=cfg.warmup, min_runs=cfg.min_runs,
+                                  min_time=cfg.min_time * len(fns))
+    finally:
+        if import_threads is not None:  # the caller's torch keeps its own thread count
+            import torch
+
+            torch.set_num_threads(import_threads)
+    for name, ts in zip(names, samples):
+        rows[name]["latency"] = latency_stats(ts, len(x))
+        rows[name]["samples_ms"] = [round(t, 4) for t in ts]
+    return rows
+
+
+def _offline_sweep(p: Predictor, cfg: BenchConfig) -> dict:
+    """Best throughput over batch sizes (MLPerf offline)."""
+    sweep = {}
+    for b in (1, 2, 4, 8, 16):
+        xb = _random_batch(p, b)
+        ts = time_calls(lambda: p.run(xb), warmup=2, min_runs=max(5, cfg.min_runs // 5), min_time=cfg.min_time / 4)
+        sweep[b] = latency_stats(ts, b)["throughput_ips"]
+    best = max(sweep, key=sweep.get)
+    return {"throughput_by_batch": sweep, "best_batch": best, "best_ips": sweep[best]}
+
+
+def _judge(row: dict, scenario: Scenario, target: Target, batch: int) -> None:
+    """PASS/FAIL against the target's deadline (or throughput) and memory budget."""
+    lat = row["latency"]
+    if scenario == Scenario.offline:
+        value, need = row["offline"]["best_ips"], target.fps * target.streams
+        ok_lat = value >= need
+        row["criterion"] = f"throughput {value:.1f} img/s >= {need:.0f} (fps x streams)"
+    else:
+        value = lat["p90_ms"]
+        ok_lat = value <= target.deadline_ms
+        row["criterion"] = (f"p90 {value:.2f} ms per {'frame' if batch == 1 else f'tick of {batch} frames'} "
+                            f"<= {target.deadline_ms:.1f} ms deadline")
+    ok_mem = row["peak_rss_mb"] is None or row["peak_rss_mb"] <= target.memory_budget_mb
+    row["pass_latency"], row["pass_memory"] = bool(ok_lat), bool(ok_mem)
+    row["status"] = "PASS" if ok_lat and ok_mem else "FAIL"
+
+
+def _accuracy_inputs(predictors: dict, bundle_dir: Path | None, cfg: BenchConfig, progress: Progress):
+    """(inputs per variant, labels or None, source line) from --data, else parity.npz."""
+    ref = next(iter(predictors.values()))
+    if cfg.data is not None:
+        samples, classes, how = labelled_images(cfg.data)
+        if classes != list(ref.labels):
+            raise DataError(f"classes of {cfg.data} ({', '.join(classes)}) differ from the model's labels "
+                            f"({', '.join(ref.labels)}): use images of the same classes")
+        total = len(samples)
+        if cfg.max_images and total > cfg.max_images:
+            samples = stratified_sample(samples, cfg.max_images)
+        frames, labels = [], []
+        with progress.task("accuracy images", total=len(samples)) as adv:
+            for s in samples:
+                try:
+                    frames.append(ref._frame(s.path))
+                    labels.append(s.label)
+                except RuntimeInputError:
+                    pass
+                adv(1)
+        if not frames:
+            raise DataError(f"no readable images in {cfg.data}")
+        frames = np.stack(frames)
+        capped = f" (a stratified {len(samples)} of {total}: --max-images)" if len(samples) < total else ""
+        source = f"{cfg.data}: {how}, {len(frames)} images scored{capped}"
+        return {v: (frames if p.embed else p.preprocess.normalize(frames)) for v, p in predictors.items()}, \
+            np.array(labels), source
+    if bundle_dir is not None:
+        with np.load(bundle_dir / "parity.npz", allow_pickle=False) as z:
+            x, y = z["inputs"], (z["labels"] if "labels" in z.files else None)
+        return {v: x for v in predictors}, y, f"parity.npz (no --data given), {len(x)} images scored"
+    return None, None, None
+
+
+def _accuracy(predictors: dict, bundle_dir: Path | None, cfg: BenchConfig, progress: Progress) -> dict:
+    """Top-1/top-5, agreement with fp32, per-class accuracy and confusion matrix per variant."""
+    inputs, y, source = _accuracy_inputs(predictors, bundle_dir, cfg, progress)
+    if inputs is None:
+        return {"source": None, "variants": {}}
+    ref = next(iter(predictors.values()))
+    logits = {v: np.concatenate([p.run(inputs[v][i:i + 32]) for i in range(0, len(inputs[v]), 32)])
+              for v, p in predictors.items()}
+    base = logits.get("fp32", next(iter(logits.values())))
+    n_cls = len(ref.labels)
+    out = {"source": source, "n": int(len(base)), "labels": list(ref.labels), "variants": {}}
+    for v, lg in logits.items():
+        pred = lg.argmax(1)
+        row = {"agreement_with_fp32": float(np.mean(pred == base.argmax(1))),
+               "max_abs_diff_vs_fp32": float(np.max(np.abs(lg - base)))}
+        if y is not None:
+            top5 = np.argsort(-lg, 1)[:, : min(5, n_cls)]
+            cm = np.zeros((n_cls, n_cls), dtype=int)
+            np.add.at(cm, (y, pred), 1)
+            row.update(top1=float(np.mean(pred == y)), top5=float(np.mean([t in r for t, r in zip(y, top5)])),
+                       per_class={ref.labels[c]: (float(cm[c, c] / cm[c].sum()) if cm[c].sum() else None)
+                                  for c in range(n_cls)},
+                       confusion=cm.tolist())
+        out["variants"][v] = row
+    return out
+
+
+__all__ = ["BenchConfig", "BenchReport", "bench", "read_bench", "write_bench", "machine_info", "EdgetlError"]
