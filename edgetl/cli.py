@@ -623,7 +623,7 @@ def demo(
     q = r["bundle"].quantization
     host, pi = r["bench"]["host"], r["bench"]["rpi5"]
     t = Table(title="edgetl demo: efficientnet_lite0 on trashnet_mini (6 classes)")
-    for col in ("variant", "val top-1", "agreement", "p50 ms host", "p50 ms rpi5 (emulated)", "size MB", "host", "rpi5"):
+    for col in ("variant", "top-1", "agree", "p50 host", "p50 rpi5*", "MB", "host", "rpi5"):
         t.add_column(col, justify="right")
     for v in ("fp32", "int8"):
         h, p_ = host.variants[v], pi.variants[v]
@@ -639,6 +639,8 @@ def demo(
     for ph, pr in r["predictions"]:
         console.print(f"predict {ph.parent.name}/{ph.name}: [bold]{pr.label}[/bold] ({pr.prob:.2f})")
     console.print(f"verify: {'[green]PASS[/green]' if r['verify']['ok'] else '[red]FAIL[/red]'}")
+    console.print("* rpi5 emulated on this host (threads capped at its cores): edgetl bench --on a Pi measures it")
     console.print(f"reports: {host.path / 'report.md'}, {pi.path / 'report.md'}")
-    console.print(f"plots: {host.path / 'latency.png'}, {host.path / 'accuracy_vs_latency.png'}, "
-                  f"{r['bundle'].path / 'sensitivity.png'}, {r['run'].out / 'curves.png'}")
+    plots = [host.path / "latency.png", host.path / "accuracy_vs_latency.png", r["bundle"].path / "sensitivity.png",
+             r["run"].out / "curves.png"]
+    console.print("plots: " + ", ".join(str(p) for p in plots if p.is_file()))

@@ -352,6 +352,7 @@ class QATConfig:
     seed: int = 0
 
 
+@torch.enable_grad()  # (the exporter calls this under no_grad)
 def qat_finetune(ptq_qdq: Path, out: Path, *, teacher: Callable[[np.ndarray], np.ndarray],
                  train: Callable[[np.random.Generator], list[np.ndarray]], evaluate: Callable[[Path], dict],
                  cfg: QATConfig = QATConfig(), device: str = "cpu", progress=None) -> dict:

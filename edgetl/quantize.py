@@ -147,18 +147,21 @@ class PTQSearch:
         return min(near, key=lambda c: (c["mean_abs_diff"], c["size"]))
 
     def qat_base(self) -> dict | None:
-        """Where QAT starts: the most faithful QDQ candidate on the target's fast kernels (on AVX2 not
-        U8U8, whose dense kernels ran Lite0 at 0.85-0.93x fp32: QAT wins the fidelity back on the
-        7-bit grid instead)."""
-        fast = [c for c in self.cands if c["format"] == "QDQ" and c["recipe"] is not None and not c["recipe"].all_u8
-                and not c["nodes_excluded"]]
-        return self.best(pool=fast or [c for c in self.cands if c["format"] == "QDQ"])
+        """Where QAT starts: the most faithful candidate on the target's fast kernels (on AVX2 not U8U8,
+        whose dense kernels ran Lite0 at 0.85-0.93x fp32: QAT wins the fidelity back on the 7-bit grid
+        instead), as a QDQ model (QAT trains the QDQ graph; a QOperator winner gets its QDQ twin)."""
+        fast = [c for c in self.cands if c["recipe"] is not None and not c["recipe"].all_u8 and not c["nodes_excluded"]]
+        base = self.best(pool=fast or self.cands)
+        if base is None or base["format"] == "QDQ" or base["recipe"] is None:
+            return base
+        twin = next((c for c in self.cands if c["recipe"] == dataclasses.replace(base["recipe"], fmt="QDQ")), None)
+        return twin or self.build(dataclasses.replace(base["recipe"], fmt="QDQ"))
 
     @property
     def met_fast(self) -> bool:
         """The target is met by a candidate on the fast kernels (nothing for QAT to win)."""
-        base = self.qat_base()
-        return base is not None and self.agrees(base)
+        return any(self.agrees(c) for c in self.cands
+                   if c["recipe"] is not None and not c["recipe"].all_u8 and not c["nodes_excluded"])
 
     def add(self, path: Path, *, method: str, fmt: str = "QDQ", excluded: list[str] | None = None,
             recipe: Recipe | None = None, why: str = "") -> dict:

@@ -253,3 +253,22 @@ def test_base_install_alone_runs_predict_verify_bench(bundle, device_venv, tmp_p
         p = run(*argv)
         assert p.returncode == 1 and "Traceback" not in p.stderr, (argv, p.stderr)
         assert "pip install 'edgetl[train]'" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_export_with_qat_trains_from_the_ptq_model_and_reports_it(tmp_path):
+    """`export --int8 --qat` runs QAT (here: the 100% target is out of PTQ's reach on random weights),
+    from a QDQ twin of the most faithful fast PTQ candidate, and export.json says what it did."""
+    from conftest import make_imagefolder
+
+    data = make_imagefolder(tmp_path / "data", classes=("a", "b", "c"), n_train=10, n_val=10)
+    run_cli("finetune", data, "--backbone", "resnet18", "--weights", "none", "--image-size", "32", "--workers", "0",
+            "--epochs", "1", "--out", tmp_path / "run", check=True)
+    p = run_cli("export", tmp_path / "run", "--int8", "--qat", "--qat-epochs", "2", "--min-agreement", "1.0",
+                "--max-drop", "100", "--calib-size", "8", check=True)
+    q = json.loads((tmp_path / "run" / "bundle" / "export.json").read_text())["quantization"]
+    qat = q["qat"]
+    assert "int8 made by" in p.stdout and q["method"] in p.stdout
+    if "skipped" not in qat:  # PTQ on the fast kernels may already agree on every image by luck
+        assert [h["epoch"] for h in qat["history"]] == [0, 1, 2] and qat["device"] == "cpu"
+        assert qat["started_from"].startswith("ptq:") and "QAT: 2 epoch(s)" in p.stdout
+        assert any(c["method"].startswith("qat:") for c in q["candidates"]) or qat.get("dropped")
