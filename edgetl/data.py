@@ -70,7 +70,9 @@ def _list_class(d: Path) -> tuple[list[Path], list[Path]]:
     return images, other
 
 
-def _scan(split_dir: Path) -> tuple[dict[str, list[Path]], int]:
+def _scan(split_dir: Path, *, empty_classes: bool = False) -> tuple[dict[str, list[Path]], int]:
+    """Class folder name -> image files. ``empty_classes``: a class folder without images is allowed
+    (a folder to score: the class still counts, for the labels; training needs images in each)."""
     if not split_dir.is_dir():
         raise DataError(f"{split_dir} is not a directory: point DATA at an ImageFolder tree (DATA/train/<class>/*.jpg)")
     classes = _class_dirs(split_dir)
@@ -81,7 +83,7 @@ def _scan(split_dir: Path) -> tuple[dict[str, list[Path]], int]:
     for c in classes:
         images, other = _list_class(c)
         others += len(other)
-        if not images:
+        if not images and not empty_classes:
             raise DataError(f"class folder {c} has no images ({', '.join(IMAGE_EXTENSIONS[:4])}, ...): add some or remove the folder")
         out[c.name] = images
     if len(out) < 2:
@@ -144,12 +146,24 @@ def labelled_images(root: str | Path) -> tuple[list[Sample], list[str], str]:
     """
     root = Path(root)
     if root.is_dir() and not (root / "train").is_dir() and not (root / "val").is_dir():
-        scanned, _ = _scan(root)
+        scanned, _ = _scan(root, empty_classes=True)
+        if not any(scanned.values()):
+            raise DataError(f"{root} has class folders but no images in them: add some")
         classes = sorted(scanned)
         return [Sample(p, i) for i, c in enumerate(classes) for p in scanned[c]], classes, "every image"
     ds = load_imagefolder(root)
     return ds.val, ds.classes, ("the val/ split" if ds.val_source == "val/ folder" else
                                 f"the held-out part of train/ ({ds.val_source})")
+
+
+def bench_samples(root: str | Path, max_images: int | None = None) -> tuple[list[Sample], list[str], str, int]:
+    """The images a bench scores for ``root`` (see :func:`labelled_images`), at most ``max_images``
+    of them (class-stratified): (samples, classes, how they were chosen, how many there were)."""
+    samples, classes, how = labelled_images(root)
+    total = len(samples)
+    if max_images and total > max_images:
+        samples = stratified_sample(samples, max_images)
+    return samples, classes, how, total
 
 
 def stratified_sample(samples: Sequence[Sample], n: int, seed: int = 0) -> list[Sample]:

@@ -10,7 +10,8 @@ device (``~/.cache/edgetl/remote/objects/<sha256>``; a second bench sends only w
 device's own ``edgetl`` (the base install: onnxruntime, numpy, Pillow, no torch) runs the bench,
 and its bench.json comes back on ssh's stdout; report.md and the plots are then written here from
 it, marked "measured on <the device>". The remote command watches its stdin: when this side stops
-(Ctrl-C, a dropped connection) the ssh channel closes and the device's bench is killed with it.
+(Ctrl-C, a dropped connection) the ssh channel closes and the device's bench is killed with it,
+its process group (the peak-RSS child) included where the device has ``setsid``.
 """
 from __future__ import annotations
 
@@ -34,6 +35,13 @@ from .errors import DataError, EdgetlError
 log = logging.getLogger(__name__)
 
 
+def q(path: str) -> str:
+    """A device path quoted for sh; a leading ~/ stays the device user's home."""
+    if path == "~" or path.startswith("~/"):
+        return '"$HOME"' + (shlex.quote(path[1:]) if len(path) > 1 else "")
+    return shlex.quote(path)
+
+
 class RemoteError(EdgetlError):
     """The device cannot be reached, refuses the key, lacks edgetl, or its bench failed."""
 
@@ -50,7 +58,7 @@ class Remote:
 
     def resolved(self) -> "Remote":
         """The same device with its cache folder as an absolute path there (made if missing)."""
-        p = self.run(f"mkdir -p {self.cache} && cd {self.cache} && pwd")
+        p = self.run(f"mkdir -p {q(self.cache)} && cd {q(self.cache)} && pwd")
         if p.returncode != 0:
             raise RemoteError(f"cannot create {self.cache} on {self.host}: {_last_line(p.stderr)}")
         return dataclasses.replace(self, cache=p.stdout.decode().strip().splitlines()[-1])
@@ -62,8 +70,10 @@ class Remote:
             dest = f"{u.username}@{u.hostname}" if u.username else u.hostname
             port = ["-p", str(u.port)] if u.port else []
         # BatchMode: a missing or refused key fails at once instead of waiting at a password prompt
+        if dest.startswith("-"):
+            raise RemoteError(f"{self.host!r} is not a host (it starts with '-'): name the device, e.g. pi@robot.local")
         return ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}", *port,
-                *self.ssh_options, dest]
+                *self.ssh_options, "--", dest]
 
     def run(self, script: str, *, stdin: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run a POSIX sh script on the device; ssh's own failures become one RemoteError line."""
@@ -159,13 +169,14 @@ def install(dev: Remote, progress: Progress = SILENT) -> Remote:
         if wheel is not None:
             _send(dev, {wheel.name: wheel}, progress)
             target = f"{dev.cache}/wheels/{wheel.name}"  # pip wants the wheel's own file name
-            script = f"mkdir -p {dev.cache}/wheels && cp {dev.cache}/objects/{sha256_file(wheel)} {target} && "
-            pkg = target
+            script = (f"mkdir -p {q(dev.cache + '/wheels')} && "
+                      f"cp {q(dev.cache + '/objects/' + sha256_file(wheel))} {q(target)} && ")
+            pkg = q(target)
         else:
             from . import __version__
 
-            script, pkg = "", f"edgetl=={__version__}"
-        p = dev.run(script + f"python3 -m venv {venv} && {venv}/bin/pip install -q {pkg}", timeout=1800)
+            script, pkg = "", shlex.quote(f"edgetl=={__version__}")
+        p = dev.run(script + f"python3 -m venv {q(venv)} && {q(venv + '/bin/pip')} install -q {pkg}", timeout=1800)
     if p.returncode != 0:
         raise RemoteError(f"installing edgetl on {dev.host} failed: {_last_line(p.stderr)}")
     return dataclasses.replace(dev, edgetl=f"{venv}/bin/edgetl")
@@ -190,18 +201,23 @@ def _send(dev: Remote, files: dict[str, Path], progress: Progress) -> dict:
     """Copy files into the device's object store (by sha256; only those it lacks). ``files``: remote
     layout path -> local file. Returns what was sent."""
     digests = {rel: sha256_file(p) for rel, p in files.items()}
-    have = dev.run(f"mkdir -p {dev.cache}/objects && cd {dev.cache}/objects && ls")
+    objects = q(dev.cache + "/objects")
+    have = dev.run(f"mkdir -p {objects} && cd {objects} && ls")
     present = set(have.stdout.decode().split())
     missing = {d: files[rel] for rel, d in digests.items() if d not in present}
     size = sum(p.stat().st_size for p in missing.values())
     t0 = time.perf_counter()
     if missing:
         buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
+        with tarfile.open(fileobj=buf, mode="w", dereference=True) as tar:  # content, never a local symlink
             for d, p in missing.items():
                 tar.add(str(p), arcname=d)
+        # unpacked aside and moved in whole: an interrupted copy never leaves a truncated object under
+        # its digest, which the device would then report as present forever
+        unpack = (f"cd {objects} && t=$(mktemp -d .incoming.XXXXXX) && tar -xf - -C \"$t\" && "
+                  f"mv -f \"$t\"/* . && rmdir \"$t\"")
         with progress.task(f"copy {len(missing)} file(s), {size / 1e6:.1f} MB to {dev.host}", total=1) as adv:
-            p = dev.run(f"cd {dev.cache}/objects && tar -xf -", stdin=buf.getvalue(), timeout=3600)
+            p = dev.run(unpack, stdin=buf.getvalue(), timeout=3600)
             adv(1)
         if p.returncode != 0:
             raise RemoteError(f"copying to {dev.host} failed: {_last_line(p.stderr)}")
@@ -209,9 +225,9 @@ def _send(dev: Remote, files: dict[str, Path], progress: Progress) -> dict:
             "digests": digests}
 
 
-def _layout(dev: Remote, folder: str, digests: dict[str, str]) -> str:
-    """Materialise a folder on the device whose files are links to objects; returns its path."""
-    lines = ["set -e", f"mkdir -p {shlex.quote(folder)}"]
+def _layout(dev: Remote, folder: str, digests: dict[str, str], dirs: tuple[str, ...] = ()) -> str:
+    """Materialise a folder on the device whose files are links to objects (and ``dirs``, even empty)."""
+    lines = ["set -e", f"mkdir -p {shlex.quote(folder)}"] + [f"mkdir -p {shlex.quote(f'{folder}/{d}')}" for d in dirs]
     for rel, d in sorted(digests.items()):
         dst = shlex.quote(f"{folder}/{rel}")
         lines.append(f"mkdir -p \"$(dirname {dst})\"; ln -sf {shlex.quote(f'{dev.cache}/objects/{d}')} {dst}")
@@ -221,24 +237,24 @@ def _layout(dev: Remote, folder: str, digests: dict[str, str]) -> str:
     return folder
 
 
-def _bench_files(bundle_dir: Path, cfg: BenchConfig) -> tuple[dict[str, Path], str | None]:
-    """The bundle's files and the images bench will score (what the device needs)."""
+def _bench_files(bundle_dir: Path, cfg: BenchConfig) -> tuple[dict[str, Path], str | None, tuple[str, ...]]:
+    """The bundle's files and the images bench will score (what the device needs), how those images
+    were chosen, and the class folders (every one, even a class --max-images left empty)."""
     from .bundle import read_manifest
 
     m = read_manifest(bundle_dir)
     files = {f"bundle/{name}": bundle_dir / name for name in m.files} | {"bundle/bundle.json": bundle_dir / "bundle.json"}
-    how = None
+    how, dirs = None, ()
     if cfg.data is not None:
-        from .data import labelled_images, stratified_sample
+        from .data import bench_samples
 
-        samples, classes, how = labelled_images(cfg.data)
-        if cfg.max_images and len(samples) > cfg.max_images:
-            samples = stratified_sample(samples, cfg.max_images)
+        samples, classes, how, _ = bench_samples(cfg.data, cfg.max_images)
         for i, s in enumerate(samples):  # one folder per class: the device scores every image of it
             files[f"data/{classes[s.label]}/{i:06d}-{s.path.name}"] = s.path
+        dirs = tuple(f"data/{c}" for c in classes)
     if str(cfg.target).endswith(".json"):
         files["target.json"] = Path(cfg.target)
-    return files, how
+    return files, how, dirs
 
 
 def _remote_argv(dev: Remote, root: str, cfg: BenchConfig) -> list[str]:
@@ -258,9 +274,11 @@ def _remote_argv(dev: Remote, root: str, cfg: BenchConfig) -> list[str]:
     return argv
 
 
-# the bench runs in the background; a watcher reads the ssh channel (fd 3 = the command's stdin) and
-# kills it when the channel closes, so Ctrl-C here or a dropped link leaves nothing running there
-_WATCHED = ('exec 3<&0; {cmd} </dev/null & p=$!; (cat <&3 >/dev/null; kill -TERM $p 2>/dev/null) & w=$!; '
+# the bench runs in the background, in a process group of its own (setsid, where the device has it:
+# its peak-RSS child goes with it); a watcher reads the ssh channel (fd 3 = the command's stdin) and
+# kills the group when the channel closes, so Ctrl-C here or a dropped link leaves nothing running there
+_WATCHED = ('exec 3<&0; if command -v setsid >/dev/null 2>&1; then setsid {cmd} </dev/null & else {cmd} </dev/null & '
+            'fi; p=$!; (cat <&3 >/dev/null; kill -TERM -- -$p 2>/dev/null || kill -TERM $p 2>/dev/null) & w=$!; '
             'wait $p; rc=$?; kill $w 2>/dev/null; exit $rc')
 
 
@@ -282,18 +300,20 @@ def bench_on(dev: Remote, model: str | Path, cfg: BenchConfig | None = None, *, 
             raise
         dev = install(dev, progress)
         version = _check_edgetl(dev)
-    files, how = _bench_files(bundle_dir, cfg)
+    files, how, dirs = _bench_files(bundle_dir, cfg)
     sent = _send(dev, files, progress)
     run_id = hashlib.sha256(json.dumps(sorted(sent["digests"].items())).encode()).hexdigest()[:16]
-    root = _layout(dev, f"{dev.cache}/runs/{run_id}", sent.pop("digests"))
+    root = _layout(dev, f"{dev.cache}/runs/{run_id}", sent.pop("digests"), dirs)
     cmd = " ".join(shlex.quote(a) for a in _remote_argv(dev, root, cfg))
     t0 = time.perf_counter()
     with progress.task(f"bench on {dev.host} (edgetl {version})", total=None):
         out, err, rc = _run_watched(dev, _WATCHED.format(cmd=cmd))
     if rc != 0:
         raise RemoteError(f"bench on {dev.host} failed: {_last_line(err) or f'exit code {rc}'}")
+    lines = out.splitlines()  # the report is the last thing printed (a login script may print before it)
+    start = next((i for i, ln in enumerate(lines) if ln.startswith("{")), len(lines))
     try:
-        doc = json.loads(out)
+        doc = json.loads("\n".join(lines[start:]))
     except json.JSONDecodeError:
         raise RemoteError(f"bench on {dev.host} printed no bench report (edgetl {version} there; "
                           f"upgrade it to this version)") from None

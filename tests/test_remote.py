@@ -81,14 +81,24 @@ def test_remote_failures_are_one_line_and_leave_no_report(bundle, sshd, device, 
     assert not (tmp_path / "out").exists()
 
 
+def test_fewer_images_than_classes_still_bench_on_the_device(bundle, device, tmp_path):
+    """--max-images below the number of classes leaves a class without images: the device still gets
+    every class folder (it checks them against the model's labels)."""
+    b, data = bundle
+    run_cli("bench", b, "--data", data / "val", "--max-images", "1", *BENCH, *device, "--out", tmp_path / "o",
+            check=True)
+    assert json.loads((tmp_path / "o" / "bench.json").read_text())["accuracy"]["n"] == 1
+
+
 def test_ctrl_c_leaves_nothing_running_on_the_device(bundle, device, tmp_path):
     b, _ = bundle
     p = subprocess.Popen([sys.executable, "-m", "edgetl", "bench", str(b), "--min-time", "60", "--no-rss", *device,
                           "--out", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
-    def on_device():
-        q = subprocess.run(["pgrep", "-f", "edgetl bench .*/runs/.*/bundle"], capture_output=True, text=True)
+    def on_device():  # the bench, and its peak-RSS child (it runs in the bench's process group)
+        q = subprocess.run(["pgrep", "-f", "edgetl bench .*/runs/.*/bundle|resource.*VmHWM"], capture_output=True,
+                           text=True)
         return q.stdout.split()
 
     t_end = time.time() + 60
