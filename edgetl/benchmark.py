@@ -40,9 +40,9 @@ from ._io import read_json, write_json
 from ._progress import SILENT, Progress
 from .bundle import read_manifest, verify_files
 from .config import BenchConfig, Scenario
-from .data import labelled_images, stratified_sample
+from .data import bench_samples
 from .errors import DataError, EdgetlError, RuntimeInputError
-from .runtime import Predictor, resolve_providers
+from .runtime import Predictor, ort_session, resolve_providers
 from .targets import Target, cpu_info, get_target, host_isa, host_preset
 from .timing import interleaved, latency_stats, time_calls
 
@@ -153,7 +153,8 @@ def bench(model: str | Path, cfg: BenchConfig | None = None, *, progress: Progre
                                providers=providers, threads=threads) for v, p in variants.items()}
     batch = {Scenario.single_stream: 1, Scenario.multi_stream: target.streams, Scenario.offline: 1}[scenario]
     x = _random_batch(next(iter(predictors.values())), batch)
-    torch_ref = _TorchReference.find(bundle_dir) if cfg.torch_reference and x.dtype == np.float32 else None
+    torch_ref = (_TorchReference.find(bundle_dir, x, threads) if cfg.torch_reference
+                 else _TorchReference("off (BenchConfig.torch_reference=False)"))
     results = _time_variants(predictors, variants, x, cfg, threads=threads, torch_ref=torch_ref, progress=progress)
     if scenario == Scenario.offline:
         for v, p in predictors.items():
@@ -172,7 +173,7 @@ def bench(model: str | Path, cfg: BenchConfig | None = None, *, progress: Progre
         "config": to_dict(cfg), "threads": threads, "threads_target": target.threads,
         "providers_requested": list(target.providers), "providers_used": providers, "emulated": emulated,
         "measured_on": None, "machine": machine, "timing": "interleaved rounds, one untimed call per block",
-        "torch_reference": torch_ref.note if torch_ref else ("off" if not cfg.torch_reference else "not for uint8 input"),
+        "torch_reference": torch_ref.note,
         "variants": results, "accuracy": accuracy,
         "verdict": ", ".join(f"{v} {r['status']}" for v, r in results.items() if v != "torch"),
     }
@@ -203,72 +204,76 @@ def _random_batch(p: Predictor, n: int) -> np.ndarray:
 
 
 class _TorchReference:
-    """Eager PyTorch on the bundle's source checkpoint, when torch and the checkpoint are here."""
+    """Eager PyTorch on the bundle's source checkpoint, when torch and the checkpoint are here.
+    ``run`` is None when there is no reference; ``note`` says why, or what ran."""
 
-    def __init__(self, ck_path: Path | None, note: str):
-        self.ck_path, self.note, self.model = ck_path, note, None
+    def __init__(self, note: str, ck_path: Path | None = None, run=None):
+        self.note, self.ck_path, self.run = note, ck_path, run
 
     @classmethod
-    def find(cls, bundle_dir: Path | None) -> "_TorchReference | None":
+    def find(cls, bundle_dir: Path | None, x: np.ndarray, threads: int) -> "_TorchReference":
+        if x.dtype != np.float32:
+            return cls("skipped: the bundle takes uint8 frames (--embed-preprocess); torch takes float tensors")
         if bundle_dir is None or not (bundle_dir / "export.json").is_file():
-            return None
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            return cls(None, "skipped: torch is not installed here (the device install has no torch)")
-        ck = Path(read_json(bundle_dir / "export.json", "export report")["checkpoint"])
-        if not ck.is_absolute():  # bundles written before paths were stored absolute
-            ck = bundle_dir.parent / ck.name
+            return cls("skipped: a lone .onnx has no source checkpoint (bench its bundle folder)")
+        ck = read_json(bundle_dir / "export.json", "export report").get("checkpoint")
+        if not ck:
+            return cls("skipped: export.json names no checkpoint")
+        ck = Path(ck) if Path(ck).is_absolute() else bundle_dir.parent / Path(ck).name  # (older bundles: relative)
         if not ck.is_file():
-            return cls(None, f"skipped: the source checkpoint {ck} is not here")
-        return cls(ck, f"eager PyTorch on {ck}")
+            return cls(f"skipped: the source checkpoint {ck} is not here")
+        try:
+            import torch
 
-    def runner(self, x: np.ndarray):
-        import torch
+            from .checkpoint import load_checkpoint, model_from_checkpoint
 
-        from .checkpoint import load_checkpoint, model_from_checkpoint
-
-        model = model_from_checkpoint(load_checkpoint(self.ck_path))
+            model = model_from_checkpoint(load_checkpoint(ck))
+        except ImportError as e:  # the device install, or torch without torchvision / timm
+            return cls(f"skipped: {e.name or 'torch'} is not installed here (the device install has no torch)")
+        except EdgetlError as e:  # a checkpoint that no longer loads: the ONNX rows still mean something
+            return cls(f"skipped: {e}")
         xt = torch.from_numpy(x)
 
         def run():
             with torch.inference_mode():
                 model(xt)
-        return run
+        return cls(f"eager PyTorch on {ck} ({threads or 'default'} threads)", ck, run)
 
 
 def _time_variants(predictors: dict, files: dict, x: np.ndarray, cfg: BenchConfig, *, threads: int,
-                   torch_ref: _TorchReference | None, progress: Progress) -> dict:
+                   torch_ref: _TorchReference, progress: Progress) -> dict:
     """Every variant (and the torch reference) timed in interleaved rounds on the same batch."""
     rows, fns = {}, []
     for v, p in predictors.items():
         t0 = time.perf_counter()
-        sess = Predictor(p.path, variant=p.variant, providers=p.providers, threads=threads).session
+        ort_session(p.model_path, threads, p.providers)  # what loading costs on its own (the bench reuses p's)
         rows[v] = {"file": str(files[v]), "size_mb": files[v].stat().st_size / 1e6,
-                   "session_create_ms": (time.perf_counter() - t0) * 1e3, "providers_used": sess.get_providers()}
-        feed = {sess.get_inputs()[0].name: x}
-        fns.append(lambda s=sess, f=feed: s.run(None, f))
+                   "session_create_ms": (time.perf_counter() - t0) * 1e3, "providers_used": p.providers}
+        feed = {p.input_name: x}
+        fns.append(lambda s=p.session, f=feed: s.run(None, f))
     names = list(rows)
-    import_threads = None
-    if torch_ref is not None and torch_ref.ck_path is not None:
-        import torch
-
-        import_threads = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(threads)
-        fns.append(torch_ref.runner(x))
-        names.append("torch")
-        rows["torch"] = {"file": str(torch_ref.ck_path), "size_mb": torch_ref.ck_path.stat().st_size / 1e6,
-                         "session_create_ms": None, "providers_used": [f"torch {torch.__version__} eager CPU"]}
+    caller_threads = None
     try:
-        with progress.task(f"timing {len(fns)} variant(s), interleaved", total=None):
-            samples = interleaved(fns, rounds=3, warmup=cfg.warmup, min_runs=cfg.min_runs,
-                                  min_time=cfg.min_time * len(fns))
-    finally:
-        if import_threads is not None:  # the caller's torch keeps its own thread count
+        if torch_ref.run is not None:
             import torch
 
-            torch.set_num_threads(import_threads)
+            caller_threads = torch.get_num_threads()
+            if threads:
+                torch.set_num_threads(threads)
+            fns.append(torch_ref.run)
+            names.append("torch")
+            rows["torch"] = {"file": str(torch_ref.ck_path), "size_mb": torch_ref.ck_path.stat().st_size / 1e6,
+                             "session_create_ms": None, "providers_used": [f"torch {torch.__version__} eager CPU"]}
+        with progress.task(f"timing {len(fns)} variant(s), interleaved", total=None):
+            # blocks of ~0.5 s: a robot runs one model back to back, so the first calls after a switch
+            # (caches the other variant filled) must be a small share of what is timed
+            samples = interleaved(fns, rounds=3, warmup=cfg.warmup, min_runs=cfg.min_runs, min_time=cfg.min_time,
+                                  budget_s=0.5)
+    finally:
+        if caller_threads is not None:  # the caller's torch keeps its own thread count
+            import torch
+
+            torch.set_num_threads(caller_threads)
     for name, ts in zip(names, samples):
         rows[name]["latency"] = latency_stats(ts, len(x))
         rows[name]["samples_ms"] = [round(t, 4) for t in ts]
@@ -307,27 +312,27 @@ def _accuracy_inputs(predictors: dict, bundle_dir: Path | None, cfg: BenchConfig
     """(inputs per variant, labels or None, source line) from --data, else parity.npz."""
     ref = next(iter(predictors.values()))
     if cfg.data is not None:
-        samples, classes, how = labelled_images(cfg.data)
+        samples, classes, how, total = bench_samples(cfg.data, cfg.max_images)
         if classes != list(ref.labels):
             raise DataError(f"classes of {cfg.data} ({', '.join(classes)}) differ from the model's labels "
                             f"({', '.join(ref.labels)}): use images of the same classes")
-        total = len(samples)
-        if cfg.max_images and total > cfg.max_images:
-            samples = stratified_sample(samples, cfg.max_images)
-        frames, labels = [], []
+        frames, labels, unreadable = [], [], 0
         with progress.task("accuracy images", total=len(samples)) as adv:
             for s in samples:
                 try:
                     frames.append(ref._frame(s.path))
                     labels.append(s.label)
                 except RuntimeInputError:
-                    pass
+                    unreadable += 1
                 adv(1)
         if not frames:
             raise DataError(f"no readable images in {cfg.data}")
+        if unreadable:
+            log.warning("skipped %d unreadable image(s) in %s", unreadable, cfg.data)
         frames = np.stack(frames)
         capped = f" (a stratified {len(samples)} of {total}: --max-images)" if len(samples) < total else ""
-        source = f"{cfg.data}: {how}, {len(frames)} images scored{capped}"
+        bad = f", {unreadable} unreadable skipped" if unreadable else ""
+        source = f"{cfg.data}: {how}, {len(frames)} images scored{capped}{bad}"
         return {v: (frames if p.embed else p.preprocess.normalize(frames)) for v, p in predictors.items()}, \
             np.array(labels), source
     if bundle_dir is not None:

@@ -34,15 +34,16 @@ def time_calls(fn: Callable[[], object], *, warmup: int = 5, min_runs: int = 30,
 
 def interleaved(fns: Sequence[Callable[[], object]], *, rounds: int = 7, calls: int | None = None,
                 budget_s: float = 0.25, warmup: int = 3, min_runs: int = 0, min_time: float = 0.0,
-                settle_s: float = 0.005) -> list[list[float]]:
+                settle_s: float = 0.005, block_warmup: int = 2) -> list[list[float]]:
     """Time several callables in interleaved rounds; every timed call's ms, per callable.
 
     Round r runs the callables starting at index r (A B C, B C A, ...), ``calls`` timed calls each
-    (default: as many as fit in ``budget_s`` for the slowest, 2..20), after a ``settle_s`` pause and one
-    untimed call: onnxruntime's worker threads spin for a while after a run, and the previous
-    session's spinning threads would otherwise take cores from the one being timed (with six
-    sessions that made Lite0's fp32 p50 23.7 ms against 8.0 ms alone). Rounds continue past
-    ``rounds`` until every callable has ``min_runs`` samples and ``min_time`` seconds have passed.
+    (default: as many as fit in ``budget_s`` for the slowest, 2..100), after a ``settle_s`` pause and
+    ``block_warmup`` untimed calls: onnxruntime's worker threads spin for a while after a run, and the
+    previous session's spinning threads would otherwise take cores from the one being timed (with
+    six sessions that made Lite0's fp32 p50 23.7 ms against 8.0 ms alone); and the first calls after
+    a switch run on caches the other model filled. Rounds continue past ``rounds`` until every
+    callable has ``min_runs`` timed calls and ``min_time`` seconds of timed calls of its own.
     """
     slowest = 1e-4
     for fn in fns:
@@ -50,19 +51,22 @@ def interleaved(fns: Sequence[Callable[[], object]], *, rounds: int = 7, calls: 
         for _ in range(warmup):
             fn()
         slowest = max(slowest, (time.perf_counter() - t) / max(warmup, 1))
-    calls = calls or max(2, min(20, int(budget_s / slowest)))
+    calls = calls or max(2, min(100, int(budget_s / slowest)))
     times: list[list[float]] = [[] for _ in fns]
-    t_end = time.perf_counter() + min_time
+    spent = [0.0] * len(fns)
     r = 0
-    while r < rounds or min(len(t) for t in times) < min_runs or time.perf_counter() < t_end:
+    while r < rounds or min(len(t) for t in times) < min_runs or min(spent) < min_time * 1e3:
         for k in range(len(fns)):
             i = (r + k) % len(fns)
             time.sleep(settle_s)  # let the previous session's threads stop spinning
-            fns[i]()  # untimed
+            for _ in range(block_warmup):
+                fns[i]()  # untimed
             for _ in range(calls):
                 t = time.perf_counter()
                 fns[i]()
-                times[i].append((time.perf_counter() - t) * 1e3)
+                ms = (time.perf_counter() - t) * 1e3
+                times[i].append(ms)
+                spent[i] += ms
         r += 1
     return times
 
