@@ -368,6 +368,9 @@ def _run_qat(search, src: _Source, cfg: ExportConfig, train: np.ndarray, work: P
         progress.log("PTQ met the agreement target on the fast kernels: QAT skipped")
         return {"skipped": "PTQ met the agreement target"}
     base = search.qat_base()
+    if base is None:
+        progress.log("no QDQ candidate to start QAT from (every one failed to quantize): QAT skipped")
+        return {"skipped": "no QDQ candidate to start from"}
     teacher = ort_session(search.fp32)
 
     def batches(rng: np.random.Generator) -> list[np.ndarray]:
@@ -395,7 +398,7 @@ def _run_qat(search, src: _Source, cfg: ExportConfig, train: np.ndarray, work: P
         log.warning("%s", rep["dropped"])
         return rep
     search.add(work / "qat.onnx", method=f"qat: {rep['best_epoch']} of {cfg.qat_epochs} epochs on {device.type} from "
-               f"{base['method']}", fmt="QDQ", recipe=base["recipe"], why="quantization-aware training")
+               f"{base['method']}", fmt="QDQ", recipe=base["recipe"], kind="qat", why="quantization-aware training")
     return rep
 
 

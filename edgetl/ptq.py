@@ -3,7 +3,8 @@ combines into candidates. numpy + onnx + onnxruntime, no torch.
 
     Recipe("dw8", "QDQ", reduce_range=True, depthwise_8bit=True)   # how one candidate is made
     quantize(pre, out, calib, recipe, preset)                     # onnxruntime.quantization + the passes below
-    equalize(model)               # cross-layer equalization (Nagel et al. 2019), exact pairs only
+    equalize(model)               # cross-layer equalization (Nagel et al. 2019), exact pairs only (a second-
+                                  # round candidate where a graph has them: ReLU nets, not ReLU6 ones)
     bias_correct(pre, qdq, calib) # fold each conv's int8-vs-fp32 mean output shift into its bias
     sensitivity(pre, qdq, x, work)   # per-layer SQNR lost to int8, most sensitive first
 
@@ -30,6 +31,17 @@ log = logging.getLogger(__name__)
 MIN_REAL_RANGE = 1e-3  # a dead channel (all-zero weights after BN folding) keeps a scale its int32 bias fits
 
 
+def _has_calibration_cache() -> bool:
+    import inspect
+
+    from onnxruntime.quantization import quantize_static
+
+    return "calibration_cache_path" in inspect.signature(quantize_static).parameters
+
+
+_HAS_CALIB_CACHE = _has_calibration_cache()  # (older onnxruntime releases calibrate every candidate afresh)
+
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """How one int8 candidate is made."""
@@ -44,6 +56,8 @@ class Recipe:
     bias_correction: bool = False
     cle: bool = False
     exclude: tuple[str, ...] = ()  # nodes kept in float
+    per_channel: bool = True
+    kind: str = "ptq"  # ptq | ops-float (the preset's slow op types float) | fallback (sensitive layers float)
     why: str = ""
 
     @property
@@ -116,20 +130,21 @@ def _quantize_static(src: Path, out: Path, x: np.ndarray, recipe: Recipe, preset
              "MinimumRealRange": MIN_REAL_RANGE}
     if method == "percentile":
         extra["CalibPercentile"] = 99.99
+    # (the calibration cache: calibrate once per method and size, every candidate reuses the ranges)
+    cache_kw = {"calibration_cache_path": str(cache)} if _HAS_CALIB_CACHE else {}
     quantize_static(str(src), str(out), BatchReader("input", batches(x, 8, equal=method != "minmax")),
-                    quant_format=getattr(QuantFormat, recipe.fmt), per_channel=True,
+                    quant_format=getattr(QuantFormat, recipe.fmt), per_channel=recipe.per_channel,
                     reduce_range=recipe.reduce_range, activation_type=getattr(QuantType, preset.activation_type),
                     weight_type=QuantType.QUInt8 if recipe.all_u8 else getattr(QuantType, preset.weight_type),
                     nodes_to_exclude=list(recipe.exclude),
                     calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                                       "percentile": CalibrationMethod.Percentile}[method],
-                    extra_options=extra,
-                    calibration_cache_path=str(cache))  # calibrate once per method and size
-    if recipe.depthwise_8bit:
+                    extra_options=extra, **cache_kw)
+    if recipe.depthwise_8bit and recipe.per_channel:
         requantize_depthwise(out, src)
 
 
-# --- depthwise kernels in uint8 -------------------------------------------------------------------------
+# --- depthwise kernels in full 8 bits ---------------------------------------------------------------------
 
 def _int8_per_channel(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(q int8 in [-127, 127], scale float32 [C], zero point int8 [C] = 0): symmetric, 8-bit, per output
@@ -158,7 +173,7 @@ def requantize_depthwise(qdq: Path, pre: Path) -> int:
     dq = {n.output[0]: n for n in g.node if n.op_type == "DequantizeLinear"}
     done = 0
     for n in g.node:
-        if n.op_type != "Conv" or next((a.i for a in n.attribute if a.name == "group"), 1) == 1:
+        if n.op_type != "Conv" or _group(n) == 1:
             continue
         w_dq, x_dq = dq.get(n.input[1]), dq.get(n.input[0])
         if w_dq is None or x_dq is None or w_dq.input[0] not in inits:

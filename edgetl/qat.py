@@ -10,12 +10,13 @@ Why start from the QDQ model and not from the torch classifier: that graph *is* 
 device (BatchNorm already folded into the convolutions, Clip/Relu merged into their output
 quantization, every Q/DQ pair where onnxruntime will put it), so the fake quantization trained
 here cannot drift from what onnxruntime computes. Each QuantizeLinear -> DequantizeLinear pair on an
-activation becomes a fake-quant step with its calibrated scale and zero point (uint8, per tensor);
-each quantized weight becomes a trainable float tensor, fake-quantized per output channel with its
-scale recomputed from the weight at every step (int8 symmetric, 7-bit on AVX2 without VNNI, or
-uint8 asymmetric for depthwise kernels, as the PTQ model had it); biases train in float and are
-requantized to int32 at ``scale_in * scale_w`` on export. Rounding uses a straight-through
-estimator. The loss is knowledge distillation from the fp32 model (its logits, computed by
+activation becomes a fake-quant step with its calibrated scale and zero point (per tensor; uint8,
+or int8 for the tensorrt preset; learnable with ``learn_activation_scales``); each quantized
+weight becomes a trainable float tensor, fake-quantized per output channel on the PTQ model's own
+grid, whose scales stay fixed (int8 symmetric: 7-bit dense kernels and 8-bit depthwise ones on
+AVX2 without VNNI, 8-bit elsewhere); biases train in float and are requantized to int32 at
+``scale_in * scale_w`` on export. Rounding uses a straight-through estimator, in float32 even
+under autocast. The loss is knowledge distillation from the fp32 model (its logits, computed by
 onnxruntime on the same batch): what QAT must win back is agreement with fp32, and the fp32
 model is the best label for that.
 """
@@ -50,7 +51,7 @@ def fake_quant(x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, qmin: int
 
 @dataclasses.dataclass
 class _Weight:
-    """A quantized initializer (weight or bias) of the graph, and how to requantize it."""
+    """A quantized initializer (weight or bias) of the graph, and how it is quantized again on export."""
 
     q_name: str  # the integer initializer
     scale_name: str
@@ -58,17 +59,36 @@ class _Weight:
     axis: int
     qmin: int
     qmax: int
-    symmetric: bool
     dtype: np.dtype
-    bias_of: tuple[str, str] | None = None  # bias: (input activation's scale name, weight's scale name)
+    bias_of: tuple[str, str] | None = None  # bias: (input activation's scale name, weight's DQ output)
 
 
-def _range_of(q: np.ndarray, zp: np.ndarray) -> tuple[int, int, bool]:
-    """The integer range a PTQ weight was quantized into (7-bit reduce_range, 8-bit, uint8 asymmetric)."""
+def _range_of(q: np.ndarray) -> tuple[int, int]:
+    """The integer range a PTQ weight was quantized into (7-bit reduce_range, 8-bit int8, uint8)."""
     if q.dtype == np.uint8:
-        return 0, 255, bool(np.all(zp == 128))
+        return 0, 255
     lim = 64 if np.abs(q.astype(np.int32)).max() <= 64 else 127
-    return -lim, lim, True
+    return -lim, lim
+
+
+class _Consts(nn.Module):
+    """The graph's other initializers (scales, zero points, shapes) as buffers: they follow .to(device)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        super().__init__()
+        self.names = {}
+        for i, (name, a) in enumerate(arrays.items()):
+            self.names[name] = f"c{i}"
+            self.register_buffer(f"c{i}", torch.from_numpy(np.array(a)), persistent=False)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.names
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return getattr(self, self.names[name])
+
+    def get(self, name: str):
+        return self[name] if name in self.names else None
 
 
 class QDQModule(nn.Module):
@@ -78,31 +98,27 @@ class QDQModule(nn.Module):
         super().__init__()
         from onnx import numpy_helper
 
-        self.bias_for: dict[str, str] = {}
-        self.act_scales = nn.ParameterDict()
         self.proto = model
         g = model.graph
         self.nodes = list(g.node)
         self.input_name, self.output_name = g.input[0].name, g.output[0].name
-        self.consts: dict[str, torch.Tensor] = {}
         arrays = {i.name: numpy_helper.to_array(i) for i in g.initializer}
         self.params = nn.ParameterDict()
         self.weights: dict[str, _Weight] = {}  # DQ output name -> how it is requantized
-        producer = {o: n for n in g.node for o in n.output}
+        quantized = set()
         for n in g.node:
             if n.op_type == "DequantizeLinear" and n.input[0] in arrays and arrays[n.input[0]].dtype in (np.int8, np.uint8, np.int32):
-                self._add_weight(n, arrays, producer)
-        for name, a in arrays.items():
-            if name not in self.consts:
-                t = torch.from_numpy(np.array(a))
-                self.consts[name] = t
+                self._add_weight(n, arrays)
+                quantized.add(n.input[0])
+        self.consts = _Consts({k: v for k, v in arrays.items() if k not in quantized})
         self._link_biases()
+        self.act_scales = nn.ParameterDict()
         if learn_activation_scales:
             for n in g.node:
                 if n.op_type == "QuantizeLinear" and n.input[1] in arrays:
                     self.act_scales[_key(n.input[1])] = nn.Parameter(torch.tensor(float(arrays[n.input[1]])))
 
-    def _add_weight(self, n, arrays: dict, producer: dict) -> None:
+    def _add_weight(self, n, arrays: dict) -> None:
         q, s = arrays[n.input[0]], arrays[n.input[1]]
         zp = arrays[n.input[2]] if len(n.input) > 2 and n.input[2] else np.zeros_like(s, dtype=q.dtype)
         axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
@@ -111,31 +127,29 @@ class QDQModule(nn.Module):
             shape[axis] = -1
         real = (q.astype(np.float32) - zp.reshape(shape).astype(np.float32)) * s.reshape(shape).astype(np.float32)
         self.params[_key(n.output[0])] = nn.Parameter(torch.from_numpy(real))
-        if q.dtype == np.int32:
-            w = _Weight(n.input[0], n.input[1], n.input[2] if len(n.input) > 2 else "", axis, -2**31, 2**31 - 1,
-                        True, q.dtype)
-        else:
-            qmin, qmax, sym = _range_of(q, zp)
-            w = _Weight(n.input[0], n.input[1], n.input[2] if len(n.input) > 2 else "", axis, qmin, qmax, sym, q.dtype)
-        self.weights[n.output[0]] = w
+        qmin, qmax = (-2**31, 2**31 - 1) if q.dtype == np.int32 else _range_of(q)
+        self.weights[n.output[0]] = _Weight(n.input[0], n.input[1], n.input[2] if len(n.input) > 2 else "", axis,
+                                            qmin, qmax, q.dtype)
 
     def _link_biases(self) -> None:
-        """Each bias' requantization scale is scale_in * scale_w of its Conv/Gemm."""
+        """Each bias' requantization scale is scale_in * scale_w of its Conv/Gemm; a bias whose layer is not
+        found keeps its integers (it is frozen: training it would make the export differ from the model)."""
         dq_by_out = {n.output[0]: n for n in self.nodes if n.op_type == "DequantizeLinear"}
-        self.bias_for: dict[str, str] = {}  # weight DQ output -> bias DQ output
         for n in self.nodes:
             if n.op_type in ("Conv", "Gemm") and len(n.input) > 2 and n.input[2] in self.weights:
                 x_dq, w_dq = dq_by_out.get(n.input[0]), n.input[1]
                 if x_dq is not None and w_dq in self.weights:
                     self.weights[n.input[2]].bias_of = (x_dq.input[1], w_dq)
-                    self.bias_for[w_dq] = n.input[2]
+        for name, spec in self.weights.items():
+            if spec.dtype == np.int32 and spec.bias_of is None:
+                self.params[_key(name)].requires_grad_(False)
 
     # -- the weights' quantization grid ---------------------------------------------------------------
-    def weight_qparams(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def weight_qparams(self, name: str) -> tuple[torch.Tensor, torch.Tensor | float]:
         """(scale, zero point) per channel of a weight: the PTQ model's, kept fixed while the weights
         train (recomputing them from dequantized weights moves them by 1e-7, enough to flip roundings)."""
         spec = self.weights[name]
-        return self.consts[spec.scale_name], self.consts[spec.zp_name].to(torch.float32) if spec.zp_name else 0.0
+        return self.consts[spec.scale_name], self.consts[spec.zp_name].float() if spec.zp_name else 0.0
 
     def _const_scale(self, scale_name: str) -> torch.Tensor:
         k = _key(scale_name)
@@ -234,14 +248,15 @@ def _qparams(m: QDQModule, n, scale, zp):
     if n.input[1] and _key(n.input[1]) in m.act_scales:
         scale = m.act_scales[_key(n.input[1])].abs()
     if zp is None:
-        return scale, torch.zeros(()), 0, 255
+        return scale, torch.zeros((), device=scale.device), 0, 255
     lo, hi = (0, 255) if zp.dtype == torch.uint8 else (-128, 127)
     return scale, zp.to(torch.float32), lo, hi
 
 
 def _quantize_linear(m, n, x, scale, zp=None):
     scale, zpf, lo, hi = _qparams(m, n, scale, zp)
-    return fake_quant(x, scale, zpf, lo, hi)  # the DequantizeLinear that follows is the identity
+    # in float32 even under bf16/fp16 autocast: bf16 cannot hold 0..255 steps exactly
+    return fake_quant(x.float(), scale, zpf, lo, hi)  # the DequantizeLinear that follows is the identity
 
 
 def _dequantize_linear(m, n, x, scale, zp=None):
@@ -278,13 +293,24 @@ def _reshape(m, n, x, shape):
 
 def _pool(kind: str):
     def run(m, n, x):
-        k, s = _attr(n, "kernel_shape"), _attr(n, "strides", None)
-        pads = _attr(n, "pads", [0] * 4)
+        k = _attr(n, "kernel_shape")
+        s = _attr(n, "strides", [1] * len(k))  # ONNX's default stride is 1 (torch's is the kernel)
+        pads = _attr(n, "pads", [0] * 2 * len(k))
+        half = len(pads) // 2
+        if pads[:half] != pads[half:]:
+            raise ArtifactError(f"QAT cannot run the asymmetric padding of {n.name} ({n.op_type}) yet: "
+                                f"export without --qat")
         if kind == "max":
-            return F.max_pool2d(x, k, s, pads[:2], ceil_mode=bool(_attr(n, "ceil_mode", 0)))
-        return F.avg_pool2d(x, k, s, pads[:2], ceil_mode=bool(_attr(n, "ceil_mode", 0)),
+            return F.max_pool2d(x, k, s, pads[:half], ceil_mode=bool(_attr(n, "ceil_mode", 0)))
+        return F.avg_pool2d(x, k, s, pads[:half], ceil_mode=bool(_attr(n, "ceil_mode", 0)),
                             count_include_pad=bool(_attr(n, "count_include_pad", 0)))
     return run
+
+
+def _flatten(m, n, x):
+    axis = _attr(n, "axis", 1) % max(x.ndim, 1) if x.ndim else 0
+    lead = int(np.prod(x.shape[:axis])) if axis else 1
+    return x.reshape(lead, -1)  # ONNX Flatten is always 2-D
 
 
 def _reduce_mean(m, n, x, axes=None):
@@ -313,7 +339,7 @@ _OPS: dict[str, Callable] = {
     "Erf": lambda m, n, x: torch.erf(x), "Sqrt": lambda m, n, x: torch.sqrt(x), "Pow": lambda m, n, a, b: a ** b,
     "GlobalAveragePool": lambda m, n, x: x.mean(dim=tuple(range(2, x.ndim)), keepdim=True),
     "AveragePool": _pool("avg"), "MaxPool": _pool("max"), "ReduceMean": _reduce_mean,
-    "Flatten": lambda m, n, x: x.flatten(_attr(n, "axis", 1)) if _attr(n, "axis", 1) else x.reshape(1, -1),
+    "Flatten": _flatten,
     "Reshape": _reshape, "Transpose": lambda m, n, x: x.permute(*_attr(n, "perm")),
     "Concat": lambda m, n, *xs: torch.cat(xs, dim=_attr(n, "axis")), "Identity": lambda m, n, x: x,
     "Softmax": lambda m, n, x: torch.softmax(x, dim=_attr(n, "axis", -1)),
@@ -414,12 +440,11 @@ def qat_finetune(ptq_qdq: Path, out: Path, *, teacher: Callable[[np.ndarray], np
         if (fig["top1_agreement"], -fig.get("mean_abs_diff", 0)) > (best["top1_agreement"], -best.get("mean_abs_diff", 0)):
             best = {"epoch": epoch, **fig}
             best_path.write_bytes(out.read_bytes())
-    if best["epoch"] > 0:
-        out.write_bytes(best_path.read_bytes())
+    out.write_bytes(best_path.read_bytes() if best["epoch"] > 0 else Path(ptq_qdq).read_bytes())
     best_path.unlink(missing_ok=True)
     return {"history": history, "best_epoch": best["epoch"], "epochs": cfg.epochs, "lr": cfg.lr,
             "device": dev.type, "amp": str(amp).replace("torch.", "") if amp else None,
             "seconds": round(sum(h["seconds"] for h in history), 2)}
 
 
-__all__ = ["QDQModule", "QATConfig", "qat_finetune", "fake_quant", "math"]
+__all__ = ["QDQModule", "QATConfig", "qat_finetune", "fake_quant", "kd_views"]

@@ -5,10 +5,12 @@
     search = PTQSearch(fp32, calib, eval_x, eval_y, opts=opts, work=work)  # the steps, for QAT to join
     search.run(); search.add(qat_model, method="qat ..."); report = search.finish(out)
 
-The order (issue #18): every layer int8 first, made several ways (edgetl.ptq recipes), each checked
-for accuracy on held-out images; only when none reaches ``min_agreement`` do the costlier ones run
-(bias correction, other calibration methods and sizes, all-uint8 weights), then QAT if the caller
-adds it, and keeping the most sensitive layers in float comes last. Candidates that pass the checks
+The order (issue #18): every layer int8 first, made several ways (edgetl.ptq recipes; bias
+correction among them, it costs one fp32 pass), each checked for accuracy on held-out images; only
+when none reaches ``min_agreement`` do the costlier ones run (percentile calibration where
+activations are unbounded, every calibration image, cross-layer equalization where it is exact,
+all-uint8 weights), then QAT if the caller adds it, and keeping the most sensitive layers in float
+comes last (and is kept only if it halves the disagreement). Candidates that pass the checks
 are timed against fp32 in interleaved rounds with the same session options (drift on a shared CPU
 hits all alike); the fastest wins, of those within 3% of it (timing noise) the smallest file. If
 none is faster than fp32, the fastest accurate one whose file is within 5% of the smallest is kept
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,7 +33,7 @@ import numpy as np
 from ._progress import SILENT
 from .errors import ArtifactError
 from .metrics import parity_figures
-from .ptq import Recipe, batches, logits, quantize, sensitivity
+from .ptq import Recipe, _group, batches, logits, quantize, sensitivity
 from .targets import host_isa, host_preset
 from .timing import interleaved_latency
 
@@ -75,7 +78,7 @@ class QuantOptions:
 
     preset: str = "auto"
     per_channel: bool = True
-    calib_method: str = "auto"  # auto: minmax first; percentile / entropy when the target is missed
+    calib_method: str = "auto"  # auto: minmax first; percentile (unbounded activations) when the target is missed
     calib_size: int | None = None  # images of ``calib`` used first (None: 200); auto also tries them all
     max_drop: float = 0.5
     min_agreement: float = 0.99
@@ -117,6 +120,10 @@ class PTQSearch:
         self.gate = max(opts.max_drop, 100.0 / len(eval_y)) if len(eval_y) else opts.max_drop
         self.pre = work / "pre.onnx"
         quant_pre_process(str(self.fp32), str(self.pre), skip_symbolic_shape=True)
+        import onnx
+
+        self.model = onnx.load(str(self.pre))  # read once: the recipes depend on what is in it
+        self.graph = self.model.graph
         self.cands: list[dict] = []
         self.failed: list[dict] = []
         self.sens: list[dict] = []
@@ -150,7 +157,7 @@ class PTQSearch:
         """Where QAT starts: the most faithful candidate on the target's fast kernels (on AVX2 not U8U8,
         whose dense kernels ran Lite0 at 0.85-0.93x fp32: QAT wins the fidelity back on the 7-bit grid
         instead), as a QDQ model (QAT trains the QDQ graph; a QOperator winner gets its QDQ twin)."""
-        fast = [c for c in self.cands if c["recipe"] is not None and not c["recipe"].all_u8 and not c["nodes_excluded"]]
+        fast = [c for c in self.cands if c["recipe"] is not None and not c["recipe"].all_u8 and c["kind"] == "ptq"]
         base = self.best(pool=fast or self.cands)
         if base is None or base["format"] == "QDQ" or base["recipe"] is None:
             return base
@@ -161,16 +168,17 @@ class PTQSearch:
     def met_fast(self) -> bool:
         """The target is met by a candidate on the fast kernels (nothing for QAT to win)."""
         return any(self.agrees(c) for c in self.cands
-                   if c["recipe"] is not None and not c["recipe"].all_u8 and not c["nodes_excluded"])
+                   if c["recipe"] is not None and not c["recipe"].all_u8 and c["kind"] == "ptq")
 
     def add(self, path: Path, *, method: str, fmt: str = "QDQ", excluded: list[str] | None = None,
-            recipe: Recipe | None = None, why: str = "") -> dict:
-        """Evaluate an int8 model on the held-out images and keep it as a candidate."""
+            recipe: Recipe | None = None, kind: str = "ptq", why: str = "") -> dict:
+        """Evaluate an int8 model on the held-out images and keep it as a candidate. ``kind``: ptq,
+        ops-float, fallback or qat (what made it, for the choice and the report)."""
         q = logits(path, self.x)
         fig = parity_figures(self.ref, q)
         top1 = float(np.mean(q.argmax(1) == self.y))
-        c = {"path": path, "method": method, "format": fmt, "nodes_excluded": list(excluded or []), "why": why,
-             "recipe": recipe, "top1_int8": top1, "drop_points": 100 * (self.top1_fp32 - top1),
+        c = {"path": path, "method": method, "kind": kind, "format": fmt, "nodes_excluded": list(excluded or []),
+             "why": why, "recipe": recipe, "top1_int8": top1, "drop_points": 100 * (self.top1_fp32 - top1),
              "top1_agreement": fig["top1_agreement"], "max_abs_diff": fig["max_abs_diff"],
              "mean_abs_diff": float(np.mean(np.abs(q - self.ref))), "size": path.stat().st_size, "p50_ms": None}
         self.cands.append(c)
@@ -183,12 +191,15 @@ class PTQSearch:
         try:
             quantize(self.pre, path, self.calib, recipe, self.preset, work=self.work)
             return self.add(path, method=recipe.method, fmt=recipe.fmt, excluded=list(recipe.exclude), recipe=recipe,
-                            why=recipe.why)
+                            kind=recipe.kind, why=recipe.why)
         except Exception as e:  # onnxruntime's quantizer can emit a graph its runtime refuses
             # (e.g. QOperator QLinearAdd fed an int32 bias in ConvNeXt): skip that candidate, say so
+            if os.environ.get("EDGETL_DEBUG"):
+                raise
             self.failed.append({"method": recipe.method, "format": recipe.fmt,
                                 "error": f"{type(e).__name__}: {str(e)[:300]}"})
             log.warning("int8 candidate %s (%s) failed: %s", recipe.method, recipe.fmt, self.failed[-1]["error"])
+            log.debug("int8 candidate %s failed", recipe.method, exc_info=True)
             return None
 
     def _size(self) -> int:
@@ -200,9 +211,9 @@ class PTQSearch:
         p, n = self.preset, self._size()
         method = "minmax" if self.opts.calib_method == "auto" else self.opts.calib_method
         base = Recipe("int8", p.formats[0], reduce_range=p.reduce_range, calib_method=method, calib_size=n,
-                      why="all layers int8")
+                      per_channel=self.opts.per_channel, why="all layers int8")
         out = [base, dataclasses.replace(base, fmt="QDQ", bias_correction=True, why="all layers int8, bias correction")]
-        if p.depthwise_8bit and p.reduce_range and self._has_depthwise():  # AVX2: 7-bit dense, 8 bits where free
+        if p.depthwise_8bit and p.reduce_range and self.opts.per_channel and self._has_depthwise():  # AVX2
             dw = dataclasses.replace(base, name="dw8", fmt="QDQ", depthwise_8bit=True,
                                      why="all layers int8, depthwise kernels in full 8 bits")
             out = [dw, dataclasses.replace(dw, bias_correction=True, why=dw.why + ", bias correction"), base]
@@ -221,6 +232,8 @@ class PTQSearch:
             out.append(dataclasses.replace(r, calib_method="percentile", why="percentile calibration"))
             if len(self.calib) > self._size():
                 out.append(dataclasses.replace(r, calib_size=len(self.calib), why=f"{len(self.calib)} calibration images"))
+        if self._equalizable():
+            out.append(dataclasses.replace(r, cle=True, why="cross-layer equalization"))
         if self.preset.name.startswith("x86") and self.preset.reduce_range:
             out.append(dataclasses.replace(r, name="u8u8", all_u8=True, depthwise_8bit=False, reduce_range=False,
                                            fmt="QDQ", why="all weights 8-bit uint8 (U8U8: no saturation, slower)"))
@@ -240,7 +253,7 @@ class PTQSearch:
         self.stages.append("ptq")
         if not self.met:
             second = self.second_recipes()
-            with self.progress.task("int8: bias correction, calibration, weight types", total=len(second)) as adv:
+            with self.progress.task("int8: calibration, equalization, weight types", total=len(second)) as adv:
                 for r in second:
                     self.build(r)
                     adv(1)
@@ -248,21 +261,24 @@ class PTQSearch:
         if floats and self.on_host:  # the preset's slow-in-int8 op types (HardSwish, SE...) in float: maybe faster
             best = self.best()
             if best["recipe"] is not None:
-                self.build(dataclasses.replace(best["recipe"], exclude=tuple(floats),
+                self.build(dataclasses.replace(best["recipe"], exclude=tuple(floats), kind="ops-float",
                                                why=f"{'/'.join(self.preset.op_types_float)} kept float"))
+                self.stages.append("ops-float")
 
     def _has_depthwise(self) -> bool:
-        import onnx
+        return any(n.op_type == "Conv" and _group(n) > 1 for n in self.graph.node)
 
-        return any(n.op_type == "Conv" and next((a.i for a in n.attribute if a.name == "group"), 1) > 1
-                   for n in onnx.load(str(self.pre)).graph.node)
+    def _equalizable(self) -> bool:
+        """Whether cross-layer equalization has an exact pair here (Conv -> [Relu] -> Conv; ReLU6 nets
+        such as EfficientNet-Lite have only the few linear project -> expand ones)."""
+        from .ptq import equalize
+
+        return equalize(self.model, iterations=0) >= 2  # (0 iterations: count the pairs, change nothing)
 
     def _clipped(self) -> bool:
         """Whether most convolutions end in a Clip (ReLU6): no activation outlier can pass 6 there, so
         percentile calibration has nothing to cut (measured: Lite0 minmax and percentile equal)."""
-        import onnx
-
-        g = onnx.load(str(self.pre)).graph
+        g = self.graph
         consumers: dict[str, list] = {}
         for n in g.node:
             for i in n.input:
@@ -273,10 +289,8 @@ class PTQSearch:
     def _float_op_nodes(self) -> list[str]:
         """The nodes of the preset's slow-in-int8 op types, when the graph has activation or gating ops
         among them (a graph whose only such ops are Add and pooling ran slower with them in float)."""
-        import onnx
-
         ops = set(self.preset.op_types_float)
-        nodes = [n for n in onnx.load(str(self.pre)).graph.node if n.op_type in ops]
+        nodes = [n for n in self.graph.node if n.op_type in ops]
         if not any(n.op_type not in ("Add", "GlobalAveragePool") for n in nodes):
             return []
         return [n.name for n in nodes]
@@ -295,7 +309,7 @@ class PTQSearch:
         with self.progress.task("sensitivity fallback", total=len(steps)) as adv:
             for k in steps:
                 excl = sorted(set(base["nodes_excluded"]) | {n for r in self.sens[:k] for n in r["nodes"]})
-                c = self.build(dataclasses.replace(base["recipe"], exclude=tuple(excl),
+                c = self.build(dataclasses.replace(base["recipe"], exclude=tuple(excl), kind="fallback",
                                                    why=f"{k} most sensitive layer(s) kept float"))
                 adv(1)
                 if c is not None and self.agrees(c):
@@ -317,9 +331,18 @@ class PTQSearch:
         return ms[0]
 
     def finish(self, out: Path, plot: Path | None = None) -> dict:
-        """Choose, copy the chosen model to ``out``, and return the report."""
+        """Choose (layer fallback first if the target was missed), copy the choice to ``out``, report."""
         if not self.met and self.opts.fallback:
             self.fallback()
+        chosen, fp32_ms, agreeing = self._choose()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(chosen["path"], out)
+        if not agreeing:
+            self._sensitivity_report(chosen, plot)
+        return self._report(chosen, fp32_ms, agreeing, out)
+
+    def _choose(self) -> tuple[dict, float | None, bool]:
+        """(the kept candidate, fp32's p50 here or None, whether it meets the agreement target)."""
         ok = [c for c in self.cands if self.fits(c)]
         if not ok:
             raise ArtifactError(self._refusal())
@@ -331,25 +354,26 @@ class PTQSearch:
             pool = [self.best(pool=fast or pool)]
         chosen = pick_variant(pool, fp32_ms) if fp32_ms is not None else max(
             pool, key=lambda c: (c["top1_agreement"], -c["size"]))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(chosen["path"], out)
-        if not self.sens and self.opts.report_sensitivity and chosen["recipe"] is not None and not agreeing:
-            qdq = self.work / "qdq.onnx"  # where the missed target is lost (reusing the calibration cache)
-            quantize(self.pre, qdq, self.calib, dataclasses.replace(chosen["recipe"], fmt="QDQ",
-                                                                   bias_correction=False), self.preset, work=self.work)
+        return chosen, fp32_ms, bool(agreeing)
+
+    def _sensitivity_report(self, chosen: dict, plot: Path | None) -> None:
+        """Where a missed target is lost: per-layer SQNR of the chosen recipe (reusing the calibration)."""
+        if not self.sens and self.opts.report_sensitivity and chosen["recipe"] is not None:
+            qdq = self.work / "qdq.onnx"
+            quantize(self.pre, qdq, self.calib, dataclasses.replace(chosen["recipe"], fmt="QDQ", bias_correction=False,
+                                                                   exclude=()), self.preset, work=self.work)
             self.sens = sensitivity(self.pre, qdq, self.calib, self.work)
         _plot_sensitivity(self.sens, plot)
-        return self._report(chosen, fp32_ms, bool(agreeing), out)
 
     def _worth_their_float_layers(self, ok: list[dict]) -> list[dict]:
         """Target missed: layers kept in float (the fallback) must pay for their size and speed by halving
         the disagreement of the best all-int8 variant; one more agreeing image for a file twice the size
         is not kept (issue #18: 14 float nodes bought 1.7 points for 0.51x instead of 0.27x)."""
-        full = [c for c in ok if "sensitive layer" not in c["why"]]
+        full = [c for c in ok if c["kind"] != "fallback"]
         if not full:
             return ok
         a = self.best(pool=full)["top1_agreement"]
-        return full + [c for c in ok if "sensitive layer" in c["why"] and c["top1_agreement"] >= a + (1 - a) / 2]
+        return full + [c for c in ok if c["kind"] == "fallback" and c["top1_agreement"] >= a + (1 - a) / 2]
 
     def _refusal(self) -> str:
         best = min(self.cands, key=lambda c: c["drop_points"])
@@ -385,13 +409,15 @@ class PTQSearch:
         qinfo = {"method": chosen["method"], "preset": self.preset_name, "format": chosen["format"],
                  "activation_type": self.preset.activation_type,
                  "weight_type": "QUInt8" if r is not None and r.all_u8 else self.preset.weight_type,
-                 "weight_types": _weight_types(r, self.preset), "per_channel": True,
+                 "weight_types": _weight_types(r, self.preset) + (", QAT-trained" if chosen["kind"] == "qat" else ""),
+                 "per_channel": r.per_channel if r is not None else self.opts.per_channel,
                  "reduce_range": bool(r.reduce_range) if r is not None else self.preset.reduce_range,
                  "calib_method": r.calib_method if r is not None else "minmax",
                  "calib_size": (r.calib_size or len(self.calib)) if r is not None else len(self.calib),
                  "nodes_excluded": chosen["nodes_excluded"],
-                 "op_types_float": list(self.preset.op_types_float) if "kept float" in chosen["why"] and
-                 "sensitive" not in chosen["why"] else []}
+                 "op_types_float": list(self.preset.op_types_float) if chosen["kind"] == "ops-float" or (
+                     chosen["kind"] == "fallback" and set(self._float_op_nodes()) <= set(chosen["nodes_excluded"])
+                     and self._float_op_nodes()) else []}
         keys = ("node", "op_type", "sqnr_db", "sqnr_loss_db")
         return {
             **qinfo, "verdict": self._verdict(chosen, fp32_ms, agreeing), "stages": self.stages,
@@ -411,11 +437,11 @@ class PTQSearch:
 
 def _weight_types(r: Recipe | None, preset: QuantPreset) -> str:
     if r is None:
-        return "trained (QAT)"
+        return "as the model was given"
     bits = "7-bit" if r.reduce_range else "8-bit"
     if r.all_u8:
         return "uint8 asymmetric per channel (all)"
-    dense = f"{preset.weight_type} {bits} symmetric per channel"
+    dense = f"{preset.weight_type} {bits} symmetric {'per channel' if r.per_channel else 'per tensor'}"
     return dense + (", depthwise 8-bit" if r.depthwise_8bit and r.reduce_range else "")
 
 

@@ -234,3 +234,16 @@ def test_qat_export_is_a_qdq_model_that_onnxruntime_runs_like_its_torch_forward(
     assert {"QuantizeLinear", "DequantizeLinear", "Conv", "Gemm"} <= ops
     w = [i for i in onnx.load(str(tmp_path / "qat.onnx")).graph.initializer if i.name.endswith("w1_quantized")][0]
     assert w.data_type == TensorProto.INT8 and np.abs(numpy_helper.to_array(w)).max() <= 64  # 7-bit on AVX2
+
+
+def test_per_tensor_weights_when_asked(tmp_path):
+    rng = np.random.default_rng(5)
+    fp32 = _classifier(tmp_path / "m.onnx", rng)
+    x = rng.normal(0, 1, (32, 3, 8, 8)).astype(np.float32)
+    ref = logits(fp32, x)
+    r = quantize_model(fp32, tmp_path / "int8.onnx", x, x, ref.argmax(1), fp32_logits=ref,
+                       opts=QuantOptions(per_channel=False, min_agreement=0.0, report_sensitivity=False))
+    assert r["per_channel"] is False and "per tensor" in r["weight_types"]
+    scales = [numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / "int8.onnx")).graph.initializer
+              if "w1" in i.name and i.name.endswith("scale")]
+    assert scales and all(s.size == 1 for s in scales)
