@@ -16,6 +16,16 @@ from typing import Any, Iterator
 from .errors import ArtifactError, ExistsError
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file (0o666 less the umask); mkstemp makes 0o600."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_MODE = _file_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, durable: bool = True) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success fsync it and rename it over ``path``.
@@ -33,6 +43,7 @@ def atomic_path(path: str | os.PathLike, *, durable: bool = True) -> Iterator[Pa
         if durable:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
+        os.chmod(tmp, _MODE)  # bundles are copied to devices and read by other users, as plain writes are
         os.replace(tmp, path)
         if durable:
             _fsync_dir(path.parent)
@@ -133,8 +144,11 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         if self._lock is not None:
-            self.path.unlink(missing_ok=True)  # while still holding it: no one can take a stale file
+            # unlinked while still held; filelock (>= 4.3) re-checks after flock that the file it locked is
+            # still the one on disk, so a process that opened the old file fails instead of holding it too
+            self.path.unlink(missing_ok=True)
             self._lock.release()
             self._lock = None
             if self._made_folder and not any(self.path.parent.iterdir()):
-                self.path.parent.rmdir()
+                with contextlib.suppress(OSError):  # another process may have just written into it
+                    self.path.parent.rmdir()

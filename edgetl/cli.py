@@ -306,7 +306,8 @@ def _print_bundle(b) -> None:
                   f"{p['top1_agreement']:.3f}", f"{p['max_abs_diff']:.2e}", _fmt(q["int8_p50_ms"]))
     console.print(t)
     if q:
-        console.print(f"int8 made by [bold]{q['method']}[/bold]: preset {q['preset']}, {q['format']}, uint8 "
+        acts = "uint8" if q["activation_type"] == "QUInt8" else "int8 (symmetric)"
+        console.print(f"int8 made by [bold]{escape(q['method'])}[/bold]: preset {q['preset']}, {q['format']}, {acts} "
                       f"activations, weights {q['weight_types']}; {len(q['nodes_excluded'])} node(s) kept float; "
                       f"{len(q['candidates'])} candidate(s) tried (export.json lists them).")
         qat = q.get("qat") or {}
@@ -483,7 +484,7 @@ def bench(
                                                         "than this host's cores).")] = None,
     providers: Annotated[Optional[str], typer.Option(help="Comma-separated providers; must be installed.")] = None,
     min_runs: Annotated[int, typer.Option(help="Timed runs per variant, at least.")] = _BE.min_runs,
-    min_time: Annotated[float, typer.Option(help="Timed seconds per variant, at least.")] = _BE.min_time,
+    min_time: Annotated[float, typer.Option(help="Timed seconds per variant, at least (interleaved rounds).")] = _BE.min_time,
     max_images: Annotated[Optional[int], typer.Option(help="Score at most N images of --data (stratified).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default BUNDLE/bench/<target>).")] = None,
     no_rss: Annotated[bool, typer.Option("--no-rss", help="Skip the peak-RSS subprocess.")] = False,
@@ -614,7 +615,8 @@ def demo(
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("models/demo"),
     force: Annotated[bool, typer.Option("--force/--no-force", help="Overwrite an earlier demo run.")] = True,
     qat: Annotated[bool, typer.Option("--qat/--no-qat", help="QAT where PTQ misses 99% agreement "
-                                                             "(about 2 minutes more).")] = True,
+                                                             "(about a minute more; PTQ alone loses 2+ of the "
+                                                             "90 val images here, which --max-drop refuses).")] = True,
 ):
     """The whole chain on the built-in TrashNet subset: offline, real weights, a few minutes on 2 cores."""
     from .demo import demo as run_demo

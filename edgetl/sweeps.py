@@ -27,6 +27,7 @@ from ._io import check_output_dir, read_json, write_json
 from ._progress import SILENT, Progress
 from .config import BenchConfig, ExportConfig, FinetuneConfig, Strategy
 from .errors import ConfigError, EdgetlError
+from .remote import RemoteError
 from .targets import get_target
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def sweep(cfg: SweepConfig, *, resume: bool = False, force: bool = False, remote
     t0 = time.perf_counter()
     try:
         for i, b in enumerate(backbones):
-            if state["backbones"].get(b, {}).get("status") in ("done", "skipped"):
+            if state["backbones"].get(b, {}).get("status") == "done":  # (a skipped one is tried again)
                 progress.log(f"[{i + 1}/{len(backbones)}] {b}: done in an earlier run (--resume)")
                 continue
             progress.log(f"[bold][{i + 1}/{len(backbones)}] {b}[/bold]")
@@ -121,10 +122,11 @@ def sweep(cfg: SweepConfig, *, resume: bool = False, force: bool = False, remote
             state["wall_s"] = round(state.get("wall_s", 0) + time.perf_counter() - t0, 1)
             t0 = time.perf_counter()
             write_json(out / "sweep.json", state)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RemoteError) as e:
         write_json(out / "sweep.json", state)
-        done = sum(v.get("status") in ("done", "skipped") for v in state["backbones"].values())
-        raise EdgetlError(f"interrupted: {done} of {len(backbones)} backbone(s) done in {out}; continue with "
+        done = sum(v.get("status") == "done" for v in state["backbones"].values())
+        why = "interrupted" if isinstance(e, KeyboardInterrupt) else str(e)
+        raise EdgetlError(f"{why}: {done} of {len(backbones)} backbone(s) done in {out}; continue with "
                           f"edgetl sweep {cfg.data} --target {cfg.target} --out {out} --resume") from None
     return _finish(cfg, out, state, backbones)
 
@@ -160,10 +162,10 @@ def _one(cfg: SweepConfig, backbone: str, run_dir: Path, remote, progress: Progr
         row.update(best_val=r.best_val_acc, finetune_s=round(r.wall_s, 1))
         try:
             b = export(run_dir, ExportConfig(int8=cfg.int8, qat=cfg.qat), force=True, progress=progress)
-        except EdgetlError as e:  # int8 refused (accuracy gate) or impossible: keep fp32, say why
-            if not cfg.int8:
+        except Exception as e:  # int8 refused (accuracy gate) or impossible (a quantizer error): keep fp32, say why
+            if not cfg.int8 or isinstance(e, KeyboardInterrupt):
                 raise
-            row["int8_error"] = str(e)
+            row["int8_error"] = str(e) if isinstance(e, EdgetlError) else f"{type(e).__name__}: {str(e)[:300]}"
             b = export(run_dir, ExportConfig(), force=True, progress=progress)
         row["int8_method"] = b.quantization and b.quantization["method"]
         bcfg = BenchConfig(target=cfg.target, data=cfg.data, min_time=cfg.bench_min_time, min_runs=30,
@@ -180,7 +182,7 @@ def _one(cfg: SweepConfig, backbone: str, run_dir: Path, remote, progress: Progr
                            for v, x in rep.variants.items() if v != "torch"}
         row["bench"] = str(rep.path)
         row["status"] = "done"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RemoteError):  # the device, not this backbone: stop, --resume continues
         raise
     except EdgetlError as e:  # e.g. a timm model that does not export: reported, the sweep goes on
         row.update(status="skipped", reason=str(e))

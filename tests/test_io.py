@@ -55,3 +55,11 @@ def test_atomic_write_leaves_the_old_file_when_the_writer_fails(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("crash mid-write")
     assert f.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_atomic_write_gives_the_mode_a_plain_write_would(tmp_path):
+    """mkstemp makes 0600 files: a bundle copied to a device or served to another user must stay readable."""
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    atomic_write(tmp_path / "atomic", "x")
+    assert (tmp_path / "atomic").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777

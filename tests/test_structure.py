@@ -82,3 +82,17 @@ def test_no_function_needs_a_screenful_or_a_dozen_positional_parameters():
 
 def test_fine_tuning_module_stays_readable():
     assert len((PKG / "training.py").read_text().splitlines()) <= 460
+
+
+def test_the_device_side_imports_nothing_of_the_training_side():
+    """What a device runs (the CLI itself, bench, the remote runner, the runtime) imports no torch,
+    torchvision, onnx or filelock, even transitively: the base install has none of them."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import edgetl.cli, edgetl.benchmark, edgetl.remote, edgetl.runtime, edgetl.sweeps\n"
+            "bad = sorted(m for m in ('torch', 'torchvision', 'onnx', 'filelock', 'timm') if m in sys.modules)\n"
+            "print(bad); sys.exit(1 if bad else 0)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PKG.parent)
+    assert p.returncode == 0, p.stdout + p.stderr
