@@ -65,6 +65,26 @@ def run_cli(*args, env=None, cwd=None, timeout=600, check=False) -> subprocess.C
     return p
 
 
+def run_cli_batch(cases: dict[str, dict], *, jobs: int = 2, timeout: float = 300) -> dict[str, subprocess.CompletedProcess]:
+    """Run many real command lines, each in its own process (forked from one interpreter that has imported
+    torch once: tests/_cli_batch.py). ``cases``: id -> {"argv": [...], "env": {...}, "cwd": path}."""
+    import json
+    import tempfile
+
+    env = dict(os.environ)
+    env.pop("EDGETL_DEBUG", None)
+    payload = [{"id": cid, "argv": [str(a) for a in c["argv"]], "env": {k: str(v) for k, v in (c.get("env") or {}).items()},
+                "cwd": str(c["cwd"]) if c.get("cwd") else None} for cid, c in cases.items()]
+    with tempfile.TemporaryDirectory() as work:
+        p = subprocess.run([sys.executable, str(Path(__file__).with_name("_cli_batch.py")), str(jobs), str(timeout), work],
+                           input=json.dumps(payload), capture_output=True, text=True, env=env,
+                           timeout=timeout * len(cases) / jobs + 120)
+    if p.returncode != 0:
+        raise AssertionError(f"tests/_cli_batch.py failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    return {cid: subprocess.CompletedProcess([cid], r["returncode"], r["stdout"], r["stderr"])
+            for cid, r in json.loads(p.stdout).items()}
+
+
 def assert_one_line_error(p: subprocess.CompletedProcess, *needles: str) -> None:
     assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
     lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]

@@ -1,7 +1,7 @@
 """Every bad input of DESIGN.md section 7, through the real CLI, as a user would hit it.
 
 One workspace holds a good dataset, a fine-tuned run and its bundle, plus one broken copy per case.
-All cases run (a few at a time) against it; each must exit 1 with exactly one `error:` line that
+All cases run (two at a time, each its own process forked from one that imported torch once) against it; each must exit 1 with exactly one `error:` line that
 names the thing and the fix, and no traceback. Afterwards every file of the workspace is
 byte-identical and no new file appeared: a refused command writes nothing and loses nothing.
 """
@@ -11,13 +11,12 @@ import json
 import shutil
 import struct
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import PWNED, PickledCode, assert_one_line_error, make_image, make_imagefolder, run_cli, tree_hashes
+from conftest import PWNED, PickledCode, assert_one_line_error, make_image, make_imagefolder, run_cli, run_cli_batch, tree_hashes
 
 
 def _png_header_only(path: Path, w: int, h: int) -> None:
@@ -217,13 +216,10 @@ def outcomes(workspace, tmp_path_factory):
     def sub(s: str, cid: str) -> str:
         return s.replace("{w}", str(w)).replace("{o}", str(outs / cid))
 
-    def one(case):
-        cid, argv, env, needles = case
-        env = {k: sub(v, cid) for k, v in (env or {}).items()}
-        return cid, run_cli(*[sub(a, cid) for a in argv], env=env, cwd=w, timeout=300), [sub(n, cid) for n in needles]
-
-    with ThreadPoolExecutor(3) as pool:
-        results = {cid: (p, needles) for cid, p, needles in pool.map(one, CASES)}
+    batch = {cid: {"argv": [sub(a, cid) for a in argv], "env": {k: sub(v, cid) for k, v in (env or {}).items()},
+                   "cwd": w} for cid, argv, env, _ in CASES}
+    done = run_cli_batch(batch, jobs=2)
+    results = {cid: (done[cid], [sub(n, cid) for n in needles]) for cid, _, _, needles in CASES}
     return results, before, tree_hashes(w), outs
 
 
