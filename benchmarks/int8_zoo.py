@@ -8,9 +8,9 @@ latency and size do not depend on the weights' values): ORT fp32 p50, int8 p50 w
 pre-processing), int8 p50 with edgetl's auto preset, file sizes. Batch 1, 2 intra-op threads, the
 same session options for every variant, medians of fixed-iteration runs.
 
-Part 2, accuracy (real ImageNet weights: efficientnet_lite0 fine-tuned, linear probe with the
-default settings, on each dataset): top-1 fp32 vs int8 and their agreement on the whole val split,
-for `edgetl export --int8` with default settings and for the onnxruntime-defaults baseline.
+Part 2, accuracy (``--parts accuracy``; superseded by benchmarks/int8_fidelity.py, which also has
+QAT and the exporter before issue #18): efficientnet_lite0 fine-tuned with the default linear
+probe on each dataset, top-1 fp32 vs int8 and their agreement on the whole val split.
 
 Goals (issue #6): edgetl int8/fp32 p50 <= 1.00 everywhere and <= 0.6 for the ResNets; drop <= 0.5
 point and agreement >= 99% with default settings; int8 file <= 0.3x fp32.
@@ -47,9 +47,9 @@ def _ort_defaults(fp32: Path, out: Path, calib: np.ndarray) -> None:
     """The onnxruntime tutorial recipe: quantize_static with its defaults."""
     from onnxruntime.quantization import quantize_static
 
-    from edgetl.quantize import _BatchReader, _batches
+    from edgetl.ptq import BatchReader, batches
 
-    quantize_static(str(fp32), str(out), _BatchReader("input", _batches(calib, 16)))
+    quantize_static(str(fp32), str(out), BatchReader("input", batches(calib, 16)))
 
 
 def latency_part(backbones: list[str], calib_dir: Path, n_calib: int) -> list[dict]:
@@ -58,7 +58,8 @@ def latency_part(backbones: list[str], calib_dir: Path, n_calib: int) -> list[di
 
     from edgetl.exporter import check_onnx as _check, simplify as _simplify, torch_export as _torch_export
     from edgetl.timing import interleaved_latency
-    from edgetl.quantize import QuantOptions, _logits, quantize_model
+    from edgetl.ptq import logits as _logits
+    from edgetl.quantize import QuantOptions, quantize_model
     from edgetl.zoo import create_model, get_spec
 
     rows = []
@@ -112,7 +113,7 @@ def accuracy_part(datasets: list[Path], work: Path) -> list[dict]:
     from edgetl.config import FinetuneConfig
     from edgetl.training import finetune
     from edgetl.preprocess import Preprocess
-    from edgetl.quantize import _logits
+    from edgetl.ptq import logits as _logits
 
     rows = []
     for ds in datasets:
@@ -163,7 +164,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--datasets", nargs="*", type=Path,
                     default=sorted(p for p in SHARED.iterdir() if (p / "train").is_dir()) if SHARED.is_dir() else [])
     ap.add_argument("--calib", type=int, default=64, help="calibration images for part 1")
-    ap.add_argument("--parts", default="accuracy,latency",
+    ap.add_argument("--parts", default="latency",
                     help="which parts to run; a part not run keeps its rows from an existing --json file")
     ap.add_argument("--json", type=Path, default=RESULTS / "int8_zoo.json")
     a = ap.parse_args(argv)

@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, ROOT  # noqa: E402
 
 HERE = ROOT / "benchmarks"
-SCRIPTS = ["int8_zoo.py", "bench_fidelity.py", "cold_start.py", "endurance.py", "finetune_speed.py",
-           "finetune_datasets.py"]
+SCRIPTS = ["int8_fidelity.py", "int8_zoo.py", "bench_fidelity.py", "sweep_targets.py", "cold_start.py",
+           "endurance.py", "finetune_speed.py", "finetune_datasets.py"]
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
@@ -38,24 +38,89 @@ def _int8_zoo(d: dict) -> list[str]:
                   [[r["backbone"], r["fp32_p50_ms"], r["ort_defaults_p50_ms"], r["ort_defaults_ratio"],
                     r["edgetl_p50_ms"], r["edgetl_ratio"], r["edgetl_choice"], r["edgetl_size_ratio"]]
                    for r in d["latency"]])
-    if not d["accuracy"]:
-        return out + ["", "Accuracy part: not in this JSON yet (`python benchmarks/int8_zoo.py --parts accuracy`)."]
-    out += ["", "Accuracy: efficientnet_lite0 (real ImageNet weights) fine-tuned with the default linear probe, "
-                "whole val split.", ""]
-    out += _table(["dataset", "val images", "fp32 top-1", "edgetl int8 top-1", "agreement", "ort-defaults top-1",
-                   "agreement", "default --max-drop 0.5"],
-                  [[r["dataset"], r["val_images"], r["top1_fp32"], r["edgetl"]["top1"], r["edgetl"]["agreement"],
-                    r["ort_defaults"]["top1"], r["ort_defaults"]["agreement"],
-                    "passed" if r["default_settings"].startswith("passed") else "refused (exit 1)"]
-                   for r in d["accuracy"]])
-    return out
+    return out + ["", "Accuracy on real photos with real weights: the int8 fidelity table above (`int8_fidelity.py`)."]
 
 
 def _bench_fidelity(d: dict) -> list[str]:
-    out = [f"### `edgetl bench` vs a plain onnxruntime loop (`bench_fidelity.py`, {d['date']})", ""]
-    return out + _table(["variant", "edgetl bench p50 ms", "plain loop p50 ms", "ratio", "within 5%", "CV edgetl",
-                         "CV plain"], [[r["variant"], r["edgetl_p50_ms"], r["plain_p50_ms"], r["ratio"],
-                                        r["within_5pct"], r["edgetl_cv"], r["plain_cv"]] for r in d["rows"]])
+    out = [f"### `edgetl bench` vs a plain onnxruntime loop per target (`bench_fidelity.py`, {d['date']})", "",
+           "Each target's thread count capped at this host's cores, as bench does; the plain loop at the same "
+           "threads and batch (the target's streams). Medians of alternating rounds.", ""]
+    out += _table(["target", "variant", "threads (target's)", "batch", "edgetl bench p50 ms", "plain loop p50 ms",
+                   "ratio", "within 5%"],
+                  [[r["target"], r["variant"], f"{r['threads']} ({r['threads_target'] or 'default'})", r["batch"],
+                    r["edgetl_p50_ms"], r["plain_p50_ms"], r["ratio"], r["within_5pct"]] for r in d["rows"]])
+    if d.get("remote"):
+        out += ["", "Through `edgetl bench --on` a throw-away OpenSSH server on 127.0.0.1, a base-only venv (no torch) "
+                    "as the device; the copy is the first run's (bundle, content-addressed).", ""]
+        out += _table(["target", "variant", "--on p50 ms", "local p50 ms", "ratio", "copy s", "MB sent", "bench run s"],
+                      [[r["target"], r["variant"], r["remote_p50_ms"], r["local_p50_ms"], r["ratio"], r["copy_s"],
+                        round(r["bytes_sent"] / 1e6, 1), r["run_s"]] for r in d["remote"]])
+    return out
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _int8_fidelity(d: dict) -> list[str]:
+    out = [f"### int8 fidelity: onnxruntime defaults vs edgetl before #18 vs PTQ vs QAT (`int8_fidelity.py`, "
+           f"{d['date']})", "",
+           "Whole val split; agreement = int8 top-1 equal to fp32's; file and p50 as ratios to fp32 (p50 timed "
+           "interleaved in one process, batch 1, 2 threads). `before` is the exporter at f3e1acd on the same "
+           "checkpoint (Lite0 only: Lite1/2 did not exist). QAT runs only where PTQ missed 99% on the fast kernels.", ""]
+    rows = []
+    for r in d["rows"]:
+        for k in ("ort-defaults", "before", "ptq", "qat"):
+            v = r.get(k)
+            if not v:
+                continue
+            rows.append([r["backbone"].replace("efficientnet_", ""), r["dataset"], r["strategy"], r["val_images"], k,
+                         _pct(r["top1_fp32"]), _pct(v["top1"]), _pct(v["agreement"]), v["differ"],
+                         f"{v['size_ratio']:.2f}x", f"{v['p50_ratio']:.2f}x"])
+    out += _table(["backbone", "dataset", "fine-tune", "val", "variant", "fp32 top-1", "int8 top-1", "agreement",
+                   "differ", "file", "p50"], rows)
+    out += ["", "Export wall time and what made the kept model:", ""]
+    out += _table(["backbone", "dataset", "fine-tune", "PTQ export s", "PTQ method", "QAT export s", "QAT"],
+                  [[r["backbone"].replace("efficientnet_", ""), r["dataset"], r["strategy"], r["ptq_export_s"],
+                    r["ptq_method"], r.get("qat_export_s", "-"),
+                    (r.get("qat") or {}).get("skipped") or (r.get("qat") or {}).get("dropped") or
+                    (r.get("qat") or {}).get("method", "-")] for r in d["rows"]])
+    return out
+
+
+def _nncf_compare(d: dict) -> list[str]:
+    out = [f"### edgetl int8 vs OpenVINO NNCF's PTQ on the same bundles (`nncf_compare.py`, {d['date']}, nncf "
+           f"{d['nncf']}, onnxruntime {d['onnxruntime']})", "",
+           "NNCF quantizes each bundle's fp32 model on the calibration images edgetl's export used, through the "
+           "bundle's preprocessing; all scored on the whole val split against fp32 and timed interleaved in one "
+           "process (batch 1, 2 threads). Needs `pip install nncf onnx` in its own venv, so `run_all.py` does not "
+           "run it.", ""]
+    rows = []
+    for r in d["rows"]:
+        for name, v in r["models"].items():
+            rows.append([Path(r["dataset"]).name, r["val_images"], name, _pct(r["top1_fp32"]), _pct(v["top1"]),
+                         _pct(v["agreement"]), v["differ"], f"{v['mean_abs_diff']:.3f}", f"{v['size_ratio']:.2f}x",
+                         f"{v['p50_ratio']:.2f}x" if "p50_ratio" in v else "-", v.get("quantize_s", "-")])
+    return out + _table(["dataset", "val", "model", "fp32 top-1", "int8 top-1", "agreement", "differ",
+                         "mean abs logit diff", "file", "p50", "quantize s"], rows)
+
+
+def _sweep_targets(d: dict) -> list[str]:
+    out = [f"### `edgetl sweep` per dataset and target (`sweep_targets.py`, {d['date']}, Lite0/1/2, linear probe, "
+           "export --int8, bench; targets emulated on this host)", ""]
+    out += _table(["dataset", "target", "cache", "sweep wall s", "recommendation"],
+                  [[r["dataset"], r["target"], r["cache"], r["wall_s"], r["summary"]] for r in d["rows"]])
+    out += ["", "Per backbone (the cold sweep of each dataset, target host; p50 on this host):", ""]
+    rows = []
+    for r in d["rows"]:
+        if r["cache"] != "cold":
+            continue
+        for b, x in r["backbones"].items():
+            for v, y in (x.get("variants") or {}).items():
+                rows.append([r["dataset"], b.replace("efficientnet_", ""), v, y["top1"], y["agreement"], y["p50_ms"],
+                             y["p90_ms"], y["size_mb"], x.get("seconds")])
+    return out + _table(["dataset", "backbone", "variant", "top-1", "agreement", "p50 ms", "p90 ms", "MB",
+                         "backbone s"], rows)
 
 
 def _cold_start(d: dict) -> list[str]:
@@ -130,7 +195,8 @@ def _plots(docs: dict) -> list[str]:
     return lines
 
 
-RENDER = {"int8_zoo": _int8_zoo, "bench_fidelity": _bench_fidelity, "cold_start": _cold_start,
+RENDER = {"int8_fidelity": _int8_fidelity, "nncf_compare": _nncf_compare, "int8_zoo": _int8_zoo, "bench_fidelity": _bench_fidelity,
+          "sweep_targets": _sweep_targets, "cold_start": _cold_start,
           "endurance": _endurance, "finetune_speed": _finetune_speed,
           "finetune_datasets": _finetune_datasets}
 
