@@ -44,17 +44,8 @@ def _ste_round(v: torch.Tensor) -> torch.Tensor:
     return v + (torch.round(v) - v).detach()
 
 
-def fake_quant(x: torch.Tensor, scale: torch.Tensor, zp, qmin: int, qmax: int) -> torch.Tensor:
-    """Quantize-dequantize with onnxruntime's arithmetic (round half to even, saturate), straight-through
-    gradient inside the range. Fixed scales take torch's fused kernels (one pass instead of five ops and
-    their autograd buffers: QAT on Lite0 spends much of its step here); learnable ones the plain ops."""
-    if x.dtype == torch.float32 and not scale.requires_grad:
-        zpi = (zp if torch.is_tensor(zp) else torch.tensor(zp)).to(torch.int32)
-        if scale.numel() == 1:
-            return torch.fake_quantize_per_tensor_affine(x, scale.reshape(1).float(), zpi.reshape(1), qmin, qmax)
-        axis = next(i for i, d in enumerate(scale.shape) if d != 1)
-        zpi = zpi.flatten().expand(scale.numel()).contiguous() if zpi.numel() == 1 else zpi.flatten()
-        return torch.fake_quantize_per_channel_affine(x, scale.flatten().float(), zpi, axis, qmin, qmax)
+def fake_quant(x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+    """Quantize-dequantize with onnxruntime's arithmetic (round half to even, saturate)."""
     return (torch.clamp(_ste_round(x / scale + zp), qmin, qmax) - zp) * scale
 
 
