@@ -78,6 +78,15 @@ def test_recommendation_rules_and_a_deadline_nothing_meets():
     rows = [row("a", "int8", 0.90, 30), row("b", "fp32", 0.95, 50), row("c", "int8", 0.97, 60), row("d", "int8", 0.99, 40, 2000)]
     best, closest = recommend(rows, t, 0.2)  # c misses by headroom (60 x 1.2 > 66.7), d by memory
     assert (best["backbone"], best["variant"]) == ("b", "fp32") and closest is None
+    # a tie on top-1: the lower p50 wins, not the lower p90 (its tail is the host's noise); within 3%, the smaller file
+    tie = [row("lite0", "fp32", 0.96, 8.6), row("lite1", "int8", 0.96, 10.6)]
+    tie[0]["variants"]["fp32"].update(p50_ms=7.8, size_mb=13.4)
+    tie[1]["variants"]["int8"].update(p50_ms=6.9, size_mb=4.7)
+    assert recommend(tie, t, 0.2)[0]["backbone"] == "lite1"
+    tie[0]["variants"]["fp32"].update(p50_ms=6.0)  # clearly faster: the bigger file is worth it
+    assert recommend(tie, t, 0.2)[0]["backbone"] == "lite0"
+    tie[0]["variants"]["fp32"].update(p50_ms=6.85, size_mb=13.4)  # 6.9 is within 3% of 6.85: the smaller file
+    assert recommend(tie, t, 0.2)[0]["backbone"] == "lite1"
     best, closest = recommend([row("slow", "fp32", 0.9, 100), row("slower", "int8", 0.95, 200)], t, 0.2)
     assert best is None and closest["backbone"] == "slow"
     pts = [{"name": n, "p50_ms": ms, "top1": a} for n, ms, a in [("x", 10, 0.9), ("y", 20, 0.95), ("z", 25, 0.93)]]
