@@ -615,8 +615,8 @@ def demo(
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("models/demo"),
     force: Annotated[bool, typer.Option("--force/--no-force", help="Overwrite an earlier demo run.")] = True,
     qat: Annotated[bool, typer.Option("--qat/--no-qat", help="QAT where PTQ misses 99% agreement "
-                                                             "(about a minute more; PTQ alone loses 2+ of the "
-                                                             "90 val images here, which --max-drop refuses).")] = True,
+                                                             "(about two minutes more; without it PTQ alone loses "
+                                                             "2 of the 90 val images here, which --max-drop refuses).")] = True,
 ):
     """The whole chain on the built-in TrashNet subset: offline, real weights, a few minutes on 2 cores."""
     from .demo import demo as run_demo
