@@ -75,6 +75,7 @@ def _before(run: Path, out: Path, tree: Path) -> float:
 def one(backbone: str, data: Path, strategy: str, work: Path, tree: Path | None, qat: bool) -> dict:
     from edgetl.config import ExportConfig, FinetuneConfig
     from edgetl.data import ImageCache, load_imagefolder
+    from edgetl.errors import ArtifactError
     from edgetl.exporter import export
     from edgetl.preprocess import Preprocess
     from edgetl.ptq import logits
@@ -82,13 +83,17 @@ def one(backbone: str, data: Path, strategy: str, work: Path, tree: Path | None,
     from edgetl.training import finetune
 
     t0 = time.time()
-    kw = dict(epochs=30, lr=3e-3) if data == DEMO else {}  # the demo's own settings (edgetl demo)
+    kw = dict(epochs=30, lr=3e-3) if Path(data).resolve() == DEMO.resolve() else {}  # the demo's own settings (edgetl demo)
     run = finetune(FinetuneConfig(data=data, backbone=backbone, strategy=strategy, out=work / "run", **kw), force=True)
     ft_s = time.time() - t0
     row = {"backbone": backbone, "dataset": data.name, "strategy": strategy, "best_val": run.best_val_acc,
            "finetune_s": round(ft_s, 1)}
     t = time.time()
-    ptq = export(run.out, ExportConfig(int8=True, out=work / "ptq"), force=True)
+    try:
+        ptq = export(run.out, ExportConfig(int8=True, out=work / "ptq"), force=True)
+    except ArtifactError as e:  # the --max-drop gate refused every PTQ variant: that is a result too
+        row["ptq_refused"] = str(e)
+        ptq = export(run.out, ExportConfig(out=work / "ptq"), force=True)  # fp32 only: the reference
     row["ptq_export_s"] = round(time.time() - t, 1)
     pp = Preprocess.from_dict(json.loads((ptq.path / "bundle.json").read_text())["preprocess"])
     split = load_imagefolder(data)
@@ -98,7 +103,7 @@ def one(backbone: str, data: Path, strategy: str, work: Path, tree: Path | None,
     _fp32_size[0] = fp32.stat().st_size
     ref = logits(fp32, x, THREADS)
     row.update(val_images=len(y), top1_fp32=float(np.mean(ref.argmax(1) == y)))
-    models = {"ort-defaults": work / "ort_defaults.onnx", "ptq": ptq.int8_model}
+    models = {"ort-defaults": work / "ort_defaults.onnx"} | ({"ptq": ptq.int8_model} if ptq.int8_model else {})
     from edgetl.data import stratified_sample
 
     calib = pp.normalize(ImageCache().frames(stratified_sample(split.train, 200), pp))
@@ -109,14 +114,14 @@ def one(backbone: str, data: Path, strategy: str, work: Path, tree: Path | None,
             models["before"] = work / "before" / "model.int8.onnx"
         except RuntimeError as e:
             row["before_error"] = str(e)[-300:]
-    row["ptq_method"] = ptq.quantization["method"]
+    row["ptq_method"] = ptq.quantization["method"] if ptq.quantization else "refused: " + row["ptq_refused"]
     if qat:
         t = time.time()
         q = export(run.out, ExportConfig(int8=True, qat=True, out=work / "qat"), force=True)
         row["qat_export_s"] = round(time.time() - t, 1)
         models["qat"] = q.int8_model
         info = q.quantization.get("qat") or {}
-        row["qat"] = {"method": q.quantization["method"], "skipped": info.get("skipped"), "dropped": info.get("dropped"),
+        row["qat_info"] = {"method": q.quantization["method"], "skipped": info.get("skipped"), "dropped": info.get("dropped"),
                       "seconds": info.get("seconds"), "history": [h.get("top1_agreement") for h in info.get("history", [])]}
     for k, m in models.items():
         row[k] = _figures(m, x, y, ref)

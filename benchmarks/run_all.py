@@ -72,6 +72,10 @@ def _int8_fidelity(d: dict) -> list[str]:
     for r in d["rows"]:
         for k in ("ort-defaults", "before", "ptq", "qat"):
             v = r.get(k)
+            if k == "ptq" and r.get("ptq_refused"):
+                rows.append([r["backbone"].replace("efficientnet_", ""), r["dataset"], r["strategy"], r["val_images"],
+                             k, _pct(r["top1_fp32"]), "refused", "by --max-drop:", r["ptq_refused"].split(" (")[0],
+                             "-", "-"])
             if not v:
                 continue
             rows.append([r["backbone"].replace("efficientnet_", ""), r["dataset"], r["strategy"], r["val_images"], k,
@@ -83,8 +87,7 @@ def _int8_fidelity(d: dict) -> list[str]:
     out += _table(["backbone", "dataset", "fine-tune", "PTQ export s", "PTQ method", "QAT export s", "QAT"],
                   [[r["backbone"].replace("efficientnet_", ""), r["dataset"], r["strategy"], r["ptq_export_s"],
                     r["ptq_method"], r.get("qat_export_s", "-"),
-                    (r.get("qat") or {}).get("skipped") or (r.get("qat") or {}).get("dropped") or
-                    (r.get("qat") or {}).get("method", "-")] for r in d["rows"]])
+                    _qat_said(r)] for r in d["rows"]])
     return out
 
 
@@ -105,11 +108,30 @@ def _nncf_compare(d: dict) -> list[str]:
                          "mean abs logit diff", "file", "p50", "quantize s"], rows)
 
 
+def _qat_said(r: dict) -> str:
+    """What the QAT export did (rows measured before the benchmark kept it under "qat_info" lack it)."""
+    info = r.get("qat_info")
+    if not info:
+        return "(not recorded)" if r.get("qat") else "-"
+    hist = ", ".join(f"{100 * a:.1f}%" for a in info.get("history") or [])
+    return info.get("skipped") or "; ".join(x for x in (info["method"], f"agreement by epoch {hist}" if hist else "",
+                                                         info.get("dropped") or "") if x)
+
+
 def _sweep_targets(d: dict) -> list[str]:
     out = [f"### `edgetl sweep` per dataset and target (`sweep_targets.py`, {d['date']}, Lite0/1/2, linear probe, "
            "export --int8, bench; targets emulated on this host)", ""]
-    out += _table(["dataset", "target", "cache", "sweep wall s", "recommendation"],
-                  [[r["dataset"], r["target"], r["cache"], r["wall_s"], r["summary"]] for r in d["rows"]])
+    from edgetl.sweeps import recommend
+    from edgetl.targets import get_target
+
+    def now(r):  # the current rule on the same measured rows (the tie-break changed after some rows ran)
+        best, _ = recommend([{"backbone": b, "variants": x["variants"]} for b, x in r["backbones"].items()
+                             if x.get("variants")], get_target(r["target"]), 0.2)
+        return f"{best['backbone'].replace('efficientnet_', '')} {best['variant']}" if best else "none meets it"
+
+    out += _table(["dataset", "target", "cache", "sweep wall s", "recommendation (as the sweep printed it)",
+                   "with the current tie-break"],
+                  [[r["dataset"], r["target"], r["cache"], r["wall_s"], r["summary"], now(r)] for r in d["rows"]])
     out += ["", "Per backbone (the cold sweep of each dataset, target host; p50 on this host):", ""]
     rows = []
     for r in d["rows"]:

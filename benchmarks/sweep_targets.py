@@ -3,7 +3,7 @@
     python benchmarks/sweep_targets.py [--datasets DIR ...] [--targets host,rpi5]
                                        [--backbones efficientnet_lite0,efficientnet_lite1,efficientnet_lite2]
 
-Per dataset: the first sweep runs with a cold edgetl cache (decoded images and backbone features
+Rows of datasets not run this time are kept from --json. Per dataset: the first sweep runs with a cold edgetl cache (decoded images and backbone features
 computed from scratch), the later ones (other targets, and the first target again) with the warm
 cache, as a user's second sweep would. Reports per backbone and variant: val top-1, p50/p90 on the
 target (emulated on this host, threads capped at its cores), the recommendation, and the wall time
@@ -12,6 +12,7 @@ of each sweep.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -34,7 +35,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--backbones", default="efficientnet_lite0,efficientnet_lite1,efficientnet_lite2")
     ap.add_argument("--json", type=Path, default=RESULTS / "sweep_targets.json")
     a = ap.parse_args(argv)
-    rows = []
+    names = {d.name for d in a.datasets}  # other datasets' rows in --json stay (one dataset can be rerun alone)
+    rows = [r for r in (json.loads(a.json.read_text())["rows"] if a.json.is_file() else []) if r["dataset"] not in names]
     with tempfile.TemporaryDirectory() as tmp:
         for data in a.datasets:
             os.environ["EDGETL_CACHE"] = str(Path(tmp) / f"cache-{data.name}")  # cold for the first sweep
