@@ -4,6 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -29,3 +31,23 @@ def save(path: Path, doc: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, doc)
     print(f"wrote {path}")
+
+
+def int8_figures(model: Path, x: np.ndarray, y: np.ndarray, ref: np.ndarray, fp32_size: int, threads: int = 2) -> dict:
+    """An int8 model against fp32 on (x, y): top-1, top-1 agreement with ``ref`` (fp32's logits), how many
+    images differ, mean |logit difference|, and its file size as a ratio to fp32's."""
+    from edgetl.ptq import logits
+
+    q = logits(model, x, threads)
+    return {"top1": float(np.mean(q.argmax(1) == y)), "agreement": float(np.mean(q.argmax(1) == ref.argmax(1))),
+            "differ": int(np.sum(q.argmax(1) != ref.argmax(1))), "mean_abs_diff": float(np.mean(np.abs(q - ref))),
+            "size_ratio": model.stat().st_size / fp32_size}
+
+
+def ort_defaults(fp32: Path, out: Path, calib: np.ndarray) -> None:
+    """The onnxruntime tutorial recipe: quantize_static with its defaults."""
+    from onnxruntime.quantization import quantize_static
+
+    from edgetl.ptq import BatchReader, batches
+
+    quantize_static(str(fp32), str(out), BatchReader("input", batches(calib, 16)))

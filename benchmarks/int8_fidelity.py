@@ -33,30 +33,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, SHARED, save  # noqa: E402
+from _common import RESULTS, ROOT, SHARED, int8_figures, ort_defaults, save  # noqa: E402
 
 THREADS = 2
 DEMO = ROOT / "edgetl" / "demo_data" / "trashnet_mini"
-
-
-def _figures(model: Path, x: np.ndarray, y: np.ndarray, ref: np.ndarray) -> dict:
-    from edgetl.ptq import logits
-
-    q = logits(model, x, THREADS)
-    return {"top1": float(np.mean(q.argmax(1) == y)), "agreement": float(np.mean(q.argmax(1) == ref.argmax(1))),
-            "differ": int(np.sum(q.argmax(1) != ref.argmax(1))), "mean_abs_diff": float(np.mean(np.abs(q - ref))),
-            "size_ratio": model.stat().st_size / _fp32_size[0], "file": str(model)}
-
-
-_fp32_size = [1]
-
-
-def _ort_defaults(fp32: Path, out: Path, calib: np.ndarray) -> None:
-    from onnxruntime.quantization import quantize_static
-
-    from edgetl.ptq import BatchReader, batches
-
-    quantize_static(str(fp32), str(out), BatchReader("input", batches(calib, 16)))
 
 
 def _before(run: Path, out: Path, tree: Path) -> float:
@@ -100,14 +80,13 @@ def one(backbone: str, data: Path, strategy: str, work: Path, tree: Path | None,
     x = pp.normalize(ImageCache().frames(split.val, pp))
     y = np.array([s.label for s in split.val])
     fp32 = ptq.model
-    _fp32_size[0] = fp32.stat().st_size
     ref = logits(fp32, x, THREADS)
     row.update(val_images=len(y), top1_fp32=float(np.mean(ref.argmax(1) == y)))
     models = {"ort-defaults": work / "ort_defaults.onnx"} | ({"ptq": ptq.int8_model} if ptq.int8_model else {})
     from edgetl.data import stratified_sample
 
     calib = pp.normalize(ImageCache().frames(stratified_sample(split.train, 200), pp))
-    _ort_defaults(fp32, models["ort-defaults"], calib)
+    ort_defaults(fp32, models["ort-defaults"], calib)
     if tree is not None and backbone == "efficientnet_lite0":
         try:
             row["before_export_s"] = round(_before(run.out, work / "before", tree), 1)
@@ -124,7 +103,7 @@ def one(backbone: str, data: Path, strategy: str, work: Path, tree: Path | None,
         row["qat_info"] = {"method": q.quantization["method"], "skipped": info.get("skipped"), "dropped": info.get("dropped"),
                       "seconds": info.get("seconds"), "history": [h.get("top1_agreement") for h in info.get("history", [])]}
     for k, m in models.items():
-        row[k] = _figures(m, x, y, ref)
+        row[k] = int8_figures(m, x, y, ref, fp32.stat().st_size, THREADS) | {"file": str(m)}
     names = list(models)
     ms = interleaved_latency([fp32] + [models[k] for k in names], x[:1], rounds=15, threads=THREADS, budget_s=0.5)
     row["fp32_p50_ms"] = ms[0]

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, SHARED, save  # noqa: E402
+from _common import RESULTS, SHARED, ort_defaults, save  # noqa: E402
 
 THREADS = 2
 
@@ -41,15 +41,6 @@ def _images(folder: Path, pp, n: int, seed: int = 0) -> tuple[np.ndarray, np.nda
     samples = split.val if n < 0 else stratified_sample(split.train, n, seed=seed)
     x = pp.normalize(ImageCache().frames(samples, pp))
     return x, np.array([s.label for s in samples])
-
-
-def _ort_defaults(fp32: Path, out: Path, calib: np.ndarray) -> None:
-    """The onnxruntime tutorial recipe: quantize_static with its defaults."""
-    from onnxruntime.quantization import quantize_static
-
-    from edgetl.ptq import BatchReader, batches
-
-    quantize_static(str(fp32), str(out), BatchReader("input", batches(calib, 16)))
 
 
 def latency_part(backbones: list[str], calib_dir: Path, n_calib: int) -> list[dict]:
@@ -79,7 +70,7 @@ def latency_part(backbones: list[str], calib_dir: Path, n_calib: int) -> list[di
             proto, _ = _simplify(_check(onnx.load(str(fp32)), name), calib[:1])
             onnx.save(proto, str(fp32))
             base = tmp / "ort_defaults.onnx"
-            _ort_defaults(fp32, base, calib)
+            ort_defaults(fp32, base, calib)
             ref = _logits(fp32, evalx)
             # random weights: accuracy means nothing here, agreement with fp32 is reported instead
             rep = quantize_model(fp32, tmp / "edgetl.onnx", calib, evalx, ref.argmax(1), fp32_logits=ref,
@@ -132,7 +123,7 @@ def accuracy_part(datasets: list[Path], work: Path) -> list[dict]:
         q = _logits(b.int8_model, x)
         base = work / f"{ds.name}-ort-defaults.onnx"
         calib, _ = _images(ds, pp, 200)
-        _ort_defaults(b.model, base, calib)
+        ort_defaults(b.model, base, calib)
         o = _logits(base, x)
         qz = b.quantization
         row.update({

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, save  # noqa: E402
+from _common import RESULTS, int8_figures, save  # noqa: E402
 
 THREADS = 2
 VARIANTS = {"nncf": {}, "nncf-mixed": {"preset": "MIXED"}, "nncf-bc": {"fast_bias_correction": False}}
@@ -91,15 +91,6 @@ def nncf_quantize(fp32: Path, out: Path, calib: np.ndarray, input_name: str, **k
     return wall
 
 
-def figures(model: Path, x: np.ndarray, y: np.ndarray, ref: np.ndarray, fp32_size: int) -> dict:
-    from edgetl.ptq import logits
-
-    q = logits(model, x, THREADS)
-    return {"top1": float(np.mean(q.argmax(1) == y)), "agreement": float(np.mean(q.argmax(1) == ref.argmax(1))),
-            "differ": int(np.sum(q.argmax(1) != ref.argmax(1))), "mean_abs_diff": float(np.mean(np.abs(q - ref))),
-            "size_ratio": model.stat().st_size / fp32_size}
-
-
 def one(bundle: Path, data: Path | None, work: Path, rounds: int, variants: list[str]) -> dict:
     from edgetl.ptq import logits
     from edgetl.timing import interleaved_latency
@@ -116,7 +107,7 @@ def one(bundle: Path, data: Path | None, work: Path, rounds: int, variants: list
         wall = nncf_quantize(fp32, models[name], calib, m.input_name, **VARIANTS[name])
         row["models"][name] = {"settings": {k: str(v) for k, v in VARIANTS[name].items()}, "quantize_s": round(wall, 1)}
     for name, path in models.items():
-        row["models"][name].update(figures(path, x, y, ref, fp32_size))
+        row["models"][name].update(int8_figures(path, x, y, ref, fp32_size, THREADS))
     if rounds:
         ms = interleaved_latency([fp32, *models.values()], x[:1], rounds=rounds, threads=THREADS, budget_s=0.5)
         row["fp32_p50_ms"] = ms[0]
