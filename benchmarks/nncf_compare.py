@@ -26,6 +26,7 @@ Columns: top-1; agree = share of images whose top-1 equals fp32's; differ = how 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import platform
@@ -58,6 +59,8 @@ def load(bundle: Path, data: Path | None):
     """(manifest, export.json, calibration inputs, val inputs, val labels), all as the export saw them."""
     from edgetl.bundle import read_manifest, verify_files
     from edgetl.data import eval_samples
+    from edgetl._config import from_dict
+    from edgetl.config import ExportConfig
     from edgetl.exporter import _calibration_samples
 
     m = read_manifest(bundle)
@@ -66,12 +69,12 @@ def load(bundle: Path, data: Path | None):
     cfg, q = exp["config"], exp["quantization"]
     run = Path(exp["checkpoint"]).parent
     val, _ = eval_samples(run, m.labels, data, seed=cfg["seed"])
-    # the export's own draw: 2.5x calib_size for the auto search, classes interleaved; the chosen recipe
-    # calibrated on the first quantization.calib_size of them
-    calib_data = cfg["calib_data"] or data
-    n = round(2.5 * cfg["calib_size"]) if cfg["calib_method"] == "auto" else cfg["calib_size"]
+    # the export's own draw (classes interleaved); the chosen recipe calibrated on the first
+    # quantization.calib_size of them
+    ecfg = from_dict(ExportConfig, cfg, source=str(bundle / "export.json"))
+    ecfg = dataclasses.replace(ecfg, calib_data=ecfg.calib_data or data)
     src = types.SimpleNamespace(run_dir=run, labels=list(m.labels))
-    picked, where = _calibration_samples(src, types.SimpleNamespace(calib_data=calib_data, seed=cfg["seed"]), n)
+    picked, where = _calibration_samples(src, ecfg, ecfg.calib_draw)
     calib = _inputs(picked, m.preprocess, str(where))[: q["calib_size"]]
     return m, exp, calib, _inputs(val, m.preprocess, "val"), np.array([s.label for s in val])
 

@@ -222,6 +222,12 @@ class ExportConfig:
             raise ConfigError("--embed-preprocess with --int8 is not supported yet: export int8 without it, "
                               "or embed preprocessing in an fp32-only bundle")
 
+    @property
+    def calib_draw(self) -> int:
+        """Calibration images drawn from the train split: the auto search also tries all of them, so it
+        gathers 2.5x --calib-size (the first candidates calibrate on the first --calib-size)."""
+        return self.calib_size if self.calib_method != CalibMethod.auto else round(2.5 * self.calib_size)
+
 
 # --- bench --------------------------------------------------------------------------------------
 

@@ -321,9 +321,7 @@ def _int8(src: _Source, cfg: ExportConfig, stage: Path, fp32_logits: np.ndarray,
     from .quantize import QUANT_SETTINGS, PTQSearch, QuantOptions
 
     train = _qat_images(src, cfg, progress) if cfg.qat else None  # before any long work: a missing folder fails now
-    # the auto search also tries every calibration image: gather up to 2.5x the first sample's size
-    calib_samples, calib_dir = _calibration_samples(
-        src, cfg, cfg.calib_size if cfg.calib_method != "auto" else round(2.5 * cfg.calib_size))
+    calib_samples, calib_dir = _calibration_samples(src, cfg, cfg.calib_draw)
     calib = _inputs(src, calib_samples, calib_dir, "calibration images", progress)
     out = stage / VARIANT_FILES["int8"]
     opts = QuantOptions(preset=cfg.preset.value, per_channel=cfg.per_channel, calib_method=cfg.calib_method.value,
