@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, ROOT  # noqa: E402
 
 HERE = ROOT / "benchmarks"
-SCRIPTS = ["int8_fidelity.py", "int8_zoo.py", "bench_fidelity.py", "sweep_targets.py", "cold_start.py",
+SCRIPTS = ["int8_fidelity.py", "int8_zoo.py", "bench_fidelity.py", "bench_robot.py", "sweep_targets.py", "cold_start.py",
            "endurance.py", "finetune_speed.py", "finetune_datasets.py"]
 
 
@@ -145,6 +145,46 @@ def _sweep_targets(d: dict) -> list[str]:
                          "backbone s"], rows)
 
 
+def _bench_robot(d: dict) -> list[str]:
+    out = [f"### Bench as the robot runs it (`bench_robot.py`, {d['date']}, efficientnet_lite0 on hymenoptera, "
+           f"--int8 --fp16)", "",
+           f"Model: the model alone on a prepared tensor, batch 1. End-to-end: JPEG bytes -> label through the device "
+           f"runtime (decode, resize, crop, normalize, run, softmax/top-k), on {d['images']}. Mean ms per stage.", ""]
+    stages = list(d["end_to_end"][0]["stages_mean_ms"]) if d["end_to_end"] else []
+    out += _table(["variant", "model p50 ms", "end-to-end p50 ms", "model share", *stages],
+                  [[r["variant"], r["model_p50_ms"], r["e2e_p50_ms"], _pct(r["model_share"]),
+                    *(round(r["stages_mean_ms"][s], 2) for s in stages)] for r in d["end_to_end"]])
+    for v, why in d.get("skipped", {}).items():
+        out += ["", f"{v}: not timed here ({why})."]
+    out += ["", f"Camera rigs on this host ({d['rig_seconds']:g} s per variant after a probe of each session mode; "
+                f"frames of all cameras captured at once; PASS when every stream answers 99% of its frames within "
+                f"the deadline, dropped frames counted as misses):", ""]
+    rows = lambda rs: [[r["target"], r["variant"], r["streams"], r["mode"], r["threads_per_session"],  # noqa: E731
+                        r["worst_p99_ms"], r["median_stream_p99_ms"], f"{r['missed']} of {r['captured']}",
+                        r["dropped"], r["late"], round(r["achieved_fps_per_stream"], 1),
+                        "PASS" if r["pass"] else "FAIL"] for r in rs]
+    head = ["target", "variant", "streams", "sessions", "threads each", "worst-stream p99 ms",
+            "median-stream p99 ms", "missed", "dropped", "late", "FPS per stream", "status"]
+    out += _table(head, rows(d["rigs"]))
+    best = d["streams_sustained_30fps"]
+    out += ["", "Streams this host sustains at 30 FPS, 33.3 ms deadline (`--target robot-4cam --streams N`, N = 1, 2, "
+                "... until every variant fails): " + (", ".join(f"**{v}: {n}**" for v, n in best.items()) or
+                                                     "none (1 stream already fails)") + ".", ""]
+    out += _table(head, rows(d["streams_search"]))
+    run = d["sustained"]
+    drift = ", ".join(f"{v} {x:+.1f}%" for v, x in run["drift_pct"].items())
+    names = list(run["drift_pct"])
+    out += ["", f"Sustained run: {run['seconds']:g} s in {len(run['intervals'])} intervals of {run['interval_s']:g} s "
+                f"(variants interleaved in every interval). Drift of p50 from the first to the last interval: {drift}. "
+                f"CPU clock from {run['cpu_mhz_source'] or 'nowhere'}, temperature from "
+                f"{run['temp_source'] or 'nowhere (this VM exposes none)'}.", ""]
+    out += [f"- {n}" for n in run["notes"]] + [""]
+    out += _table(["end s", *(f"{v} p50 ms" for v in names), "CPU MHz"],
+                  [[iv["t_s"], *(round(iv["p50_ms"][v], 2) for v in names), iv["cpu_mhz"] and round(iv["cpu_mhz"])]
+                   for iv in run["intervals"]])
+    return out
+
+
 def _cold_start(d: dict) -> list[str]:
     m = d["median"]
     out = [f"### Cold start of the device runtime (`cold_start.py`, {d['date']}, median of {len(d['runs'])})", ""]
@@ -218,6 +258,7 @@ def _plots(docs: dict) -> list[str]:
 
 
 RENDER = {"int8_fidelity": _int8_fidelity, "nncf_compare": _nncf_compare, "int8_zoo": _int8_zoo, "bench_fidelity": _bench_fidelity,
+          "bench_robot": _bench_robot,
           "sweep_targets": _sweep_targets, "cold_start": _cold_start,
           "endurance": _endurance, "finetune_speed": _finetune_speed,
           "finetune_datasets": _finetune_datasets}

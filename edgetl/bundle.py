@@ -3,6 +3,7 @@
     bundle/
       model.onnx         fp32 graph, self-describing (metadata_props)
       model.int8.onnx    static int8 (QDQ), when exported with --int8
+      model.fp16.onnx    float16 weights and compute, float32 input/output, when exported with --fp16
       parity.npz         reference inputs + fp32 torch logits: parity checks with no dataset, no torch
       bundle.json        manifest: format version, files (sha256, size), labels, preprocessing, I/O, opset
       export.json        the export config and the parity / quantization figures
@@ -28,7 +29,7 @@ from .preprocess import Preprocess
 BUNDLE_FORMAT = "edgetl-bundle"
 BUNDLE_VERSION = 1
 MANIFEST = "bundle.json"
-VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 META_PREFIX = "edgetl."
 MAX_FILE_BYTES = 8 << 30  # 8 GiB: larger claims are refused before anything is read
 MAX_LABELS = 100_000
@@ -54,9 +55,8 @@ class Manifest:
     def model_file(self, variant: str) -> str:
         if variant not in self.variants:
             have = ", ".join(sorted(self.variants))
-            raise ArtifactError(f"this bundle has no {variant} model (it has: {have}); "
-                                f"export it with edgetl export --int8" if variant == "int8" else
-                                f"this bundle has no {variant} model (it has: {have})")
+            how = f": export it with edgetl export --{variant}" if variant in ("int8", "fp16") else ""
+            raise ArtifactError(f"this bundle has no {variant} model (it has: {have}){how}")
         return self.variants[variant]
 
 

@@ -253,6 +253,8 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset (17..23).")] = _EX.opset,
     embed_preprocess: Annotated[bool, typer.Option("--embed-preprocess", help="Graph takes uint8 NHWC frames.")] = _EX.embed_preprocess,
     int8: Annotated[bool, typer.Option("--int8", help="Add a static int8 model (model.int8.onnx).")] = _EX.int8,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Add a float16 model (model.fp16.onnx) for GPU / ARMv8.2 "
+                                                      "targets, proven against torch's float16 forward.")] = _EX.fp16,
     calib_data: Annotated[Optional[Path], typer.Option(help="ImageFolder for calibration (default: the run's train split).")] = None,
     calib_size: Annotated[int, typer.Option(help="Calibration images (class-stratified, seeded).")] = _EX.calib_size,
     calib_method: Annotated[str, _choice(CalibMethod, "How activation ranges are calibrated.")] = _EX.calib_method.value,
@@ -279,10 +281,11 @@ def export(
       3. edgetl export models/run --int8 --qat --force          (when PTQ misses the agreement target)
       4. edgetl export models/run --int8 --preset arm64        (for a Pi 5 / Orin CPU, from this workstation)
       5. edgetl export models/run --embed-preprocess --out bundles/camera
+      6. edgetl export models/run --int8 --fp16                (a Jetson judges int8 against fp16)
     """
     from .exporter import export as run_export
 
-    cfg = ExportConfig(out=out, opset=opset, embed_preprocess=embed_preprocess, int8=int8, calib_data=calib_data,
+    cfg = ExportConfig(out=out, opset=opset, embed_preprocess=embed_preprocess, int8=int8, fp16=fp16, calib_data=calib_data,
                        calib_size=calib_size, calib_method=calib_method, preset=preset, per_channel=per_channel,
                        max_drop=max_drop, min_agreement=min_agreement, eval_data=eval_data, qat=qat,
                        qat_epochs=qat_epochs, qat_lr=qat_lr, qat_device=qat_device, simplify=not no_simplify)
@@ -304,7 +307,14 @@ def _print_bundle(b) -> None:
         p = q["parity"]
         t.add_row("int8", f"{b.files['model.int8.onnx']['size'] / 1e6:.2f}", f"{p['top1_int8']:.3f}",
                   f"{p['top1_agreement']:.3f}", f"{p['max_abs_diff']:.2e}", _fmt(q["int8_p50_ms"]))
+    h = b.parity.get("fp16")
+    if h:
+        t.add_row("fp16", f"{b.files['model.fp16.onnx']['size'] / 1e6:.2f}", f"{h['top1_fp16']:.3f}",
+                  f"{h['agreement_with_fp32']:.3f}", f"{h['max_abs_diff_vs_fp32']:.2e}", "-")
     console.print(t)
+    if h:
+        console.print(f"fp16: max |diff| {h['max_abs_diff']:.2e} against torch's float16 forward (tolerance "
+                      f"{h['tolerance']:g} x max(1, |logit|)); time it on its target: x86 CPUs have no float16 kernels")
     if q:
         acts = "uint8" if q["activation_type"] == "QUInt8" else "int8 (symmetric)"
         console.print(f"int8 made by [bold]{escape(q['method'])}[/bold]: preset {q['preset']}, {q['format']}, {acts} "
@@ -330,6 +340,7 @@ def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files.")],
     top_k: Annotated[int, typer.Option("--top-k", help="Classes to show per image.")] = 3,
     int8: Annotated[Optional[bool], typer.Option("--int8/--fp32", help="Variant in a bundle (default: int8 if present).")] = None,
+    fp16: Annotated[bool, typer.Option("--fp16", help="The bundle's float16 model (export --fp16).")] = False,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads (0: default).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ):
@@ -342,7 +353,8 @@ def predict(
     from .errors import RuntimeInputError
     from .runtime import Predictor
 
-    p = Predictor(model, variant="auto" if int8 is None else ("int8" if int8 else "fp32"), threads=threads)
+    p = Predictor(model, variant="fp16" if fp16 else "auto" if int8 is None else ("int8" if int8 else "fp32"),
+                  threads=threads)
     failed: list[RuntimeInputError] = []
     t = Table(title=f"{p.model_path.name} ({p.variant})")
     t.add_column("image")
@@ -478,8 +490,14 @@ def bench(
     target: Annotated[str, typer.Option(help="Device profile (see `edgetl targets`) or a target JSON file.")] = _BE.target,
     data: Annotated[Optional[Path], typer.Option(help="Labelled images for accuracy: DATA/val/ if there is one, "
                                                       "else every image of a folder of class folders.")] = None,
-    scenario: Annotated[Optional[str], _choice(Scenario, "MLPerf-style scenario (default: multi-stream for a "
-                                                         "target with several streams, else single-stream).")] = None,
+    scenario: Annotated[Optional[str], _choice(Scenario, "Scenario (default: camera-rig, concurrent streams at the "
+                                                         "target's FPS, for a target with several streams, else "
+                                                         "single-stream; multi-stream batches the streams).")] = None,
+    streams: Annotated[Optional[int], typer.Option(help="Camera streams (default: the target's).")] = None,
+    rig_seconds: Annotated[float, typer.Option(help="camera-rig: seconds the streams run, per variant.")] = _BE.rig_seconds,
+    duration: Annotated[Optional[float], typer.Option(help="Also a sustained run of this many seconds: p50 per "
+                                                           "interval, drift, CPU clock and temperature.")] = None,
+    no_e2e: Annotated[bool, typer.Option("--no-e2e", help="Skip the end-to-end rows (image bytes -> label).")] = False,
     threads: Annotated[Optional[int], typer.Option(help="Intra-op threads (default: the target's; never more "
                                                         "than this host's cores).")] = None,
     providers: Annotated[Optional[str], typer.Option(help="Comma-separated providers; must be installed.")] = None,
@@ -505,10 +523,13 @@ def bench(
       2. edgetl bench models/run/bundle --target vehicle-6cam
       3. edgetl bench model.int8.onnx --scenario offline --json
       4. edgetl bench models/run/bundle --target rpi5 --on pi@robot.local --data photos/val   (on the real Pi)
+      5. edgetl bench models/run --target robot-4cam --streams 3 --rig-seconds 30   (concurrent cameras)
+      6. edgetl bench models/run --duration 600   (a 10-minute sustained run: does the board throttle?)
     """
     cfg = BenchConfig(target=target, data=data, scenario=scenario, threads=threads,
                       providers=tuple(p.strip() for p in providers.split(",")) if providers else None,
-                      min_runs=min_runs, min_time=min_time, max_images=max_images, out=out, rss=not no_rss)
+                      min_runs=min_runs, min_time=min_time, max_images=max_images, out=out, rss=not no_rss,
+                      end_to_end=not no_e2e, streams=streams, rig_seconds=rig_seconds, duration=duration)
     if on:
         from .remote import Remote, bench_on
 
@@ -529,12 +550,15 @@ def _print_bench(r) -> None:
     for col in ("variant", "size MB", "top-1", "agreement", "p50 ms", "p90 ms", "p99 ms", "FPS", "peak RSS MB", "status"):
         t.add_column(col, justify="right")
     for v, x in r.variants.items():
-        lat = x["latency"]
         st = x.get("status", "-") if v != "torch" else "reference"
-        t.add_row(v, _fmt(x["size_mb"]), _fmt(x.get("top1"), ".3f"), _fmt(x.get("agreement"), ".3f"),
-                  _fmt(lat["p50_ms"]), _fmt(lat["p90_ms"]), _fmt(lat["p99_ms"]), _fmt(lat["throughput_ips"], ".1f"),
-                  _fmt(x["peak_rss_mb"], ".0f"),
-                  "[green]PASS[/green]" if st == "PASS" else ("[red]FAIL[/red]" if st == "FAIL" else st))
+        rows = [(v, x["latency"], st)]
+        if x.get("end_to_end"):
+            rows.append((f"{v} e2e", x["end_to_end"]["latency"], ""))
+        for name, lat, status in rows:
+            t.add_row(name, _fmt(x["size_mb"]), _fmt(x.get("top1"), ".3f"), _fmt(x.get("agreement"), ".3f"),
+                      _fmt(lat["p50_ms"]), _fmt(lat["p90_ms"]), _fmt(lat["p99_ms"]), _fmt(lat["throughput_ips"], ".1f"),
+                      _fmt(x["peak_rss_mb"], ".0f"),
+                      "[green]PASS[/green]" if status == "PASS" else ("[red]FAIL[/red]" if status == "FAIL" else status))
     console.print(t)
     m = r.machine
     where = f"measured on {r.data['measured_on']}" if r.data.get("measured_on") else "ran on"
@@ -545,7 +569,22 @@ def _print_bench(r) -> None:
         console.print(f"accuracy: {r.accuracy['source']}")
     for e in r.data["emulated"]:
         console.print(f"[yellow]emulated:[/yellow] {escape(e)}")
-    console.print(f"report: {r.path / 'report.md'}  plots: {r.path / 'latency.png'}, {r.path / 'accuracy_vs_latency.png'}")
+    for v, x in r.variants.items():
+        if x.get("end_to_end"):
+            e = x["end_to_end"]
+            console.print(f"end-to-end {v}: the model is {100 * e['model_share']:.0f}% of it ("
+                          + ", ".join(f"{s} {ms:.2f}" for s, ms in e["stages_mean_ms"].items()) + " ms)")
+        if x.get("rig"):
+            console.print(f"camera rig {v}: {escape(x['rig']['summary'])}")
+    for v, why in r.data.get("skipped", {}).items():
+        console.print(f"[yellow]{v} not benched:[/yellow] {escape(why)}")
+    if r.data.get("sustained"):
+        run = r.data["sustained"]
+        console.print(f"sustained {run['seconds']:g} s: drift " + ", ".join(f"{v} {d:+.1f}%" for v, d in run["drift_pct"].items()))
+        for n in run["notes"]:
+            console.print(f"  {escape(n)}")
+    plots = [p.name for p in sorted(r.path.glob("*.png"))]
+    console.print(f"report: {r.path / 'report.md'}  plots: {', '.join(plots)}")
 
 
 # --- sweep --------------------------------------------------------------------------------------

@@ -176,6 +176,7 @@ class ExportConfig:
     parity_images: int = 64
     tolerance: float = 1e-4  # max |logit diff| <= tolerance * max(1, max |logit|)
     int8: bool = False
+    fp16: bool = False  # model.fp16.onnx beside fp32 (float16 weights and compute, float32 input/output)
     calib_data: Path | None = None
     calib_size: int = 200
     calib_method: CalibMethod = CalibMethod.auto
@@ -233,7 +234,8 @@ class ExportConfig:
 
 class Scenario(str, enum.Enum):
     single_stream = "single-stream"
-    multi_stream = "multi-stream"
+    multi_stream = "multi-stream"  # the target's streams batched into one call per tick
+    camera_rig = "camera-rig"  # the target's streams as concurrent cameras at its FPS, each with the deadline
     offline = "offline"
 
 
@@ -243,7 +245,7 @@ class BenchConfig:
 
     target: str = "host"  # a profile name (edgetl targets) or a target JSON file
     data: Path | None = None
-    scenario: Scenario | None = None  # default: multi-stream when the target has >1 stream, else single-stream
+    scenario: Scenario | None = None  # default: camera-rig when the target has >1 stream, else single-stream
     threads: int | None = None  # default: the target's, capped at this host's cores
     providers: tuple[str, ...] | None = None  # default: the target's
     min_runs: int = 50
@@ -253,11 +255,21 @@ class BenchConfig:
     out: Path | None = None
     rss: bool = True
     torch_reference: bool = True
+    end_to_end: bool = True  # also time encoded image bytes -> label (decode, resize, crop, normalize, run, top-k)
+    streams: int | None = None  # default: the target's
+    rig_seconds: float = 10.0  # camera-rig: how long the streams run, per variant
+    duration: float | None = None  # a sustained run of this many seconds (p50 per interval, drift, CPU clock/temp)
 
     def __post_init__(self):
         coerce_enums(self, {"scenario": Scenario})
         if self.min_runs < 1 or self.min_time < 0 or self.warmup < 0:
             raise ConfigError("--min-runs must be >= 1, --min-time and warm-up >= 0")
+        if self.streams is not None and not 1 <= self.streams <= 64:
+            raise ConfigError(f"--streams {self.streams}: use 1..64 camera streams")
+        if not 0 < self.rig_seconds <= 86400:
+            raise ConfigError(f"--rig-seconds {self.rig_seconds}: use a positive number of seconds")
+        if self.duration is not None and not 0 < self.duration <= 7 * 86400:
+            raise ConfigError(f"--duration {self.duration}: use a positive number of seconds (e.g. 600)")
         for name in ("data", "out"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)).expanduser().absolute())

@@ -13,6 +13,7 @@ The steps mirror torchvision's eval transform exactly: ``Resize(resize)`` on the
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import warnings
 from pathlib import Path
@@ -135,16 +136,20 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Decode an image file fully into RGB, or raise RuntimeInputError naming the file.
+def load_image(path: str | Path | bytes) -> Image.Image:
+    """Decode an image file, or an encoded image in memory (bytes), fully into RGB, or raise
+    RuntimeInputError naming the file.
 
     Truncated files, non-images and decompression bombs are errors, never a partial image.
     """
-    path = Path(path)
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        src, path = io.BytesIO(path), f"<{len(path)}-byte encoded image>"
+    else:
+        src = path = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(src) as im:
                 im.load()
                 return to_rgb(im)
     except FileNotFoundError:

@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 
 from ._io import sha256_file
 from ._progress import SILENT, Progress
-from .config import BenchConfig
+from .config import BenchConfig, field_defaults
 from .errors import DataError, EdgetlError
 
 log = logging.getLogger(__name__)
@@ -271,6 +271,14 @@ def _remote_argv(dev: Remote, root: str, cfg: BenchConfig) -> list[str]:
         argv += ["--providers", ",".join(cfg.providers)]
     if not cfg.rss:
         argv.append("--no-rss")
+    if not cfg.end_to_end:
+        argv.append("--no-e2e")
+    if cfg.streams is not None:
+        argv += ["--streams", str(cfg.streams)]
+    if cfg.duration is not None:
+        argv += ["--duration", str(cfg.duration)]
+    if cfg.rig_seconds != field_defaults(BenchConfig).rig_seconds:  # (an older edgetl on the device lacks it)
+        argv += ["--rig-seconds", str(cfg.rig_seconds)]
     return argv
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import platform
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,7 +26,14 @@ from .errors import ArtifactError, RuntimeInputError
 from .metrics import parity_figures
 from .preprocess import Preprocess, load_image, to_rgb
 
-__all__ = ["Predictor", "Prediction", "verify_bundle", "resolve_providers", "ort_session"]
+__all__ = ["Predictor", "Prediction", "verify_bundle", "resolve_providers", "ort_session", "float16_unsupported",
+           "STAGES"]
+
+STAGES = ("decode", "resize", "crop", "normalize", "run", "postprocess")  # Predictor.predict_staged, in order
+# providers whose kernels compute in float16; onnxruntime's x86 CPU provider has none (it runs a float16
+# graph by casting every op back to float32, which is neither fp16's speed nor its numerics on a device)
+_FP16_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "ROCMExecutionProvider",
+                   "MIGraphXExecutionProvider", "DmlExecutionProvider", "CoreMLExecutionProvider")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +78,29 @@ def resolve_providers(wanted: Sequence[str] | None, *, explicit: bool = False) -
     return [p for p in wanted if p in available] or ["CPUExecutionProvider"], missing
 
 
+def float16_unsupported(providers: Sequence[str], cpu_flags=None) -> str | None:
+    """None when one of ``providers`` computes float16 here, else the reason it does not.
+
+    GPU providers do; onnxruntime's CPU provider does on ARM64 with the FP16 arithmetic extension
+    (ARMv8.2 ``asimdhp``: Raspberry Pi 5, Jetson Orin's CPU), and not on x86.
+    """
+    if any(p in _FP16_PROVIDERS for p in providers):
+        return None
+    if cpu_flags is None:
+        cpu_flags = set()
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith(("Features", "flags")):
+                    cpu_flags = set(line.partition(":")[2].split())
+                    break
+        except OSError:
+            pass
+    if platform.machine().lower() in ("aarch64", "arm64") and "asimdhp" in cpu_flags:
+        return None
+    return (f"no provider here computes in float16 ({', '.join(providers)} on {platform.machine()}: onnxruntime "
+            f"would cast every op back to float32); bench fp16 on a GPU or an ARMv8.2 CPU target")
+
+
 def _session(model: Path, providers, threads: int):
     """A session on the available subset of ``providers`` and the ones that are missing."""
     use, missing = resolve_providers(providers)
@@ -91,7 +123,7 @@ class Predictor:
 
     Args:
         path: a bundle folder, or a .onnx file exported by edgetl.
-        variant: 'auto' (int8 when present), 'fp32' or 'int8' (bundles only).
+        variant: 'auto' (int8 when present), 'fp32', 'int8' or 'fp16' (bundles only).
         providers: onnxruntime execution providers in fallback order; missing ones are skipped.
         threads: intra-op threads (0: onnxruntime's default).
     """
@@ -104,16 +136,16 @@ class Predictor:
             m = read_manifest(path)
             if variant == "auto":
                 variant = "int8" if "int8" in m.variants else "fp32"
-            if variant not in ("fp32", "int8"):
-                raise RuntimeInputError(f"unknown variant '{variant}': use auto, fp32 or int8")
+            if variant not in ("fp32", "int8", "fp16"):
+                raise RuntimeInputError(f"unknown variant '{variant}': use auto, fp32, int8 or fp16")
             model = path / m.model_file(variant)
             verify_file(path, m, model.name)  # before onnxruntime parses a byte of it
             self.manifest = m
         elif path.is_file():
-            if variant == "int8" and not path.name.endswith(".int8.onnx"):
+            named = variant_of_file(path)
+            if variant not in ("auto", "fp32", named):
                 raise RuntimeInputError(f"{path} is a single model: --int8/--fp32 choose within a bundle folder")
-            model = path
-            variant = "int8" if path.name.endswith(".int8.onnx") else "fp32"
+            model, variant = path, named
         else:
             raise ArtifactError(f"model not found: {path}; pass a bundle folder or a .onnx file")
         self.path, self.model_path, self.variant = path, model, variant
@@ -141,7 +173,7 @@ class Predictor:
     def _frame(self, x: Any) -> np.ndarray:
         """One input -> a uint8 HxWx3 frame at the model's input size."""
         pp = self.preprocess
-        if isinstance(x, (str, os.PathLike)):
+        if isinstance(x, (str, os.PathLike, bytes, bytearray, memoryview)):  # a file, or encoded bytes (JPEG, PNG)
             return pp.frame(load_image(x))
         if isinstance(x, Image.Image):
             return pp.frame(to_rgb(x))
@@ -168,7 +200,9 @@ class Predictor:
             items = [inputs]
         if not items:
             raise RuntimeInputError("nothing to predict: the input list is empty")
-        frames = np.stack([self._frame(x) for x in items])
+        return self._input(np.stack([self._frame(x) for x in items]))
+
+    def _input(self, frames: np.ndarray) -> np.ndarray:
         return frames if self.embed else self.preprocess.normalize(frames)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -183,16 +217,47 @@ class Predictor:
         return self.session.run(None, {self.input_name: batch})[0]
 
     def predict(self, inputs: Any, top_k: int = 5):
-        """Classify one input (-> Prediction) or a list/batch (-> list[Prediction])."""
+        """Classify one input (-> Prediction) or a list/batch (-> list[Prediction]).
+
+        Inputs: image paths, encoded image bytes (a JPEG from a camera), PIL images, uint8 HxWx3 arrays.
+        """
         single = not (isinstance(inputs, (list, tuple)) or (isinstance(inputs, np.ndarray) and inputs.ndim == 4))
-        probs = _softmax(self.run(self.prepare(inputs)).astype(np.float64))
+        out = self._top_k(self.run(self.prepare(inputs)), top_k)
+        return out[0] if single else out
+
+    def _top_k(self, logits: np.ndarray, top_k: int) -> list[Prediction]:
+        probs = _softmax(logits.astype(np.float64))
         k = max(1, min(int(top_k), len(self.labels)))
         out = []
         for p in probs:
             idx = np.argsort(-p, kind="stable")[:k]
             out.append(Prediction(self.labels[idx[0]], int(idx[0]), float(p[idx[0]]),
                                   tuple((self.labels[i], float(p[i])) for i in idx)))
-        return out[0] if single else out
+        return out
+
+    def predict_staged(self, image: bytes | str | os.PathLike, top_k: int = 5) -> tuple[Prediction, dict[str, float]]:
+        """``predict`` on one encoded image (bytes or a file), and the ms each of its steps took
+        (``STAGES``: decode, resize, crop, normalize, run, postprocess) -- the same code predict runs."""
+        pp, t = self.preprocess, [time.perf_counter()]
+        img = load_image(image)
+        t.append(time.perf_counter())
+        img = pp.resize_image(img)
+        t.append(time.perf_counter())
+        frame = pp.center_crop(np.asarray(img, dtype=np.uint8))
+        t.append(time.perf_counter())
+        batch = self._input(frame[None])
+        t.append(time.perf_counter())
+        logits = self.run(batch)
+        t.append(time.perf_counter())
+        pred = self._top_k(logits, top_k)[0]
+        t.append(time.perf_counter())
+        return pred, {s: (t[i + 1] - t[i]) * 1e3 for i, s in enumerate(STAGES)}
+
+
+def variant_of_file(path: Path) -> str:
+    """fp32 / int8 / fp16 from a bundle's file name (model.int8.onnx, model.fp16.onnx)."""
+    name = Path(path).name
+    return "int8" if name.endswith(".int8.onnx") else "fp16" if name.endswith(".fp16.onnx") else "fp32"
 
 
 def verify_bundle(bundle_dir: str | os.PathLike, *, providers=None, threads: int = 0) -> dict:

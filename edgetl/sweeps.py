@@ -168,7 +168,7 @@ def _one(cfg: SweepConfig, backbone: str, run_dir: Path, remote, progress: Progr
             row["int8_error"] = str(e) if isinstance(e, EdgetlError) else f"{type(e).__name__}: {str(e)[:300]}"
             b = export(run_dir, ExportConfig(), force=True, progress=progress)
         row["int8_method"] = b.quantization and b.quantization["method"]
-        bcfg = BenchConfig(target=cfg.target, data=cfg.data, min_time=cfg.bench_min_time, min_runs=30,
+        bcfg = BenchConfig(target=cfg.target, data=cfg.data, min_time=cfg.bench_min_time, min_runs=30, end_to_end=False,
                            out=run_dir / "bench", torch_reference=False)
         if remote is not None:
             from .remote import bench_on

@@ -31,7 +31,7 @@ class Target:
     providers: tuple[str, ...]  # fallback order
     threads: int  # 0: onnxruntime's default
     quant_preset: str
-    streams: int  # camera frames batched per tick (multi-stream)
+    streams: int  # cameras: concurrent streams (camera-rig), or frames batched per tick (multi-stream)
     fps: float
     deadline_ms: float
     memory_budget_mb: float

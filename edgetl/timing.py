@@ -34,7 +34,8 @@ def time_calls(fn: Callable[[], object], *, warmup: int = 5, min_runs: int = 30,
 
 def interleaved(fns: Sequence[Callable[[], object]], *, rounds: int = 7, calls: int | None = None,
                 budget_s: float = 0.25, warmup: int = 3, min_runs: int = 0, min_time: float = 0.0,
-                settle_s: float = 0.005, block_warmup: int = 2) -> list[list[float]]:
+                settle_s: float = 0.005, block_warmup: int = 2,
+                on_call: Callable[[int, object], None] | None = None) -> list[list[float]]:
     """Time several callables in interleaved rounds; every timed call's ms, per callable.
 
     Round r runs the callables starting at index r (A B C, B C A, ...), ``calls`` timed calls each
@@ -44,6 +45,7 @@ def interleaved(fns: Sequence[Callable[[], object]], *, rounds: int = 7, calls: 
     six sessions that made Lite0's fp32 p50 23.7 ms against 8.0 ms alone); and the first calls after
     a switch run on caches the other model filled. Rounds continue past ``rounds`` until every
     callable has ``min_runs`` timed calls and ``min_time`` seconds of timed calls of its own.
+    ``on_call(i, result)``, when given, sees what every *timed* call of callable i returned.
     """
     slowest = 1e-4
     for fn in fns:
@@ -63,8 +65,10 @@ def interleaved(fns: Sequence[Callable[[], object]], *, rounds: int = 7, calls: 
                 fns[i]()  # untimed
             for _ in range(calls):
                 t = time.perf_counter()
-                fns[i]()
+                res = fns[i]()
                 ms = (time.perf_counter() - t) * 1e3
+                if on_call is not None:
+                    on_call(i, res)
                 times[i].append(ms)
                 spent[i] += ms
         r += 1

@@ -60,8 +60,9 @@ def test_bench_json_schema_report_and_plots(int8_bundle, tmp_path):
     assert doc["variants"]["fp32"]["latency"]["runs"] >= 5 and doc["variants"]["fp32"]["peak_rss_mb"] > 10
     assert doc["accuracy"]["variants"]["fp32"]["agreement_with_fp32"] == 1.0
     assert len(doc["accuracy"]["variants"]["int8"]["confusion"]) == 2
-    for f in ("report.md", "latency.png", "accuracy_vs_latency.png"):
+    for f in ("report.md", "latency.png", "accuracy_vs_latency.png", "end_to_end.png"):
         assert (r.path / f).is_file()
+    assert doc["skipped"] == {} and "fp16" not in doc["variants"]  # a bundle without fp16 benches as before
     # an ARM profile on this host says so
     r2 = bench(b.path, BenchConfig(target="rpi5", min_runs=3, min_time=0.0, out=tmp_path / "pi", rss=False))
     assert any("aarch64" in e for e in r2.data["emulated"]) or os.uname().machine == "aarch64"
@@ -100,7 +101,8 @@ def _target_file(tmp_path, **over) -> Path:
 
 def test_bench_scenarios_multi_stream_and_offline(int8_bundle, tmp_path):
     b, _ = int8_bundle
-    ms = bench(b.path, BenchConfig(target="vehicle-6cam", min_runs=3, min_time=0.0, rss=False, out=tmp_path / "ms"))
+    ms = bench(b.path, BenchConfig(target="vehicle-6cam", scenario="multi-stream", min_runs=3, min_time=0.0, rss=False,
+                                   end_to_end=False, out=tmp_path / "ms"))
     assert ms.scenario == "multi-stream"
     assert all(v["latency"]["batch"] == 6 for v in ms.variants.values())
     assert "tick of 6 frames" in ms.variants["fp32"]["criterion"]

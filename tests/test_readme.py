@@ -29,3 +29,5 @@ def test_readme_python_api_runs_and_its_names_stay_functions(tmp_path, monkeypat
         assert inspect.isfunction(getattr(edgetl, name)), (name, getattr(edgetl, name))
     assert ns["report"].variants["int8"]["latency"]["p50_ms"] > 0
     assert (tmp_path / "models").is_dir() and ns["bundle"].int8_model is not None
+    assert ns["pred"].label in ("cat", "dog") and set(ns["ms"]) == {"decode", "resize", "crop", "normalize", "run",
+                                                                     "postprocess"}

@@ -57,6 +57,7 @@ def test_no_import_circle():
     ("edgetl.exporter", {"edgetl.training", "edgetl.features"}),
     ("edgetl.quantize", {"edgetl.training", "edgetl.exporter", "edgetl.data", "torch"}),
     ("edgetl.timing", {"edgetl.training", "edgetl.data", "edgetl.zoo", "torch"}),
+    ("edgetl.scenarios", {"edgetl.training", "edgetl.data", "edgetl.zoo", "edgetl.exporter", "torch"}),
 ])
 def test_stages_point_down_never_back(stage, never):
     direct = _imports()[stage]
