@@ -82,7 +82,7 @@ def main(argv=None) -> None:
     # 3. streams sustained at 30 FPS (robot-4cam's fps and deadline, --streams N)
     sustain, best = [], {}
     for n in range(1, a.max_streams + 1):
-        rep = bench(bundle, BenchConfig(target="robot-4cam", data=data, streams=n, min_runs=10, min_time=0.0,
+        rep = bench(bundle, BenchConfig(target="robot-4cam", scenario="camera-rig", data=data, streams=n, min_runs=10, min_time=0.0,
                                         end_to_end=False, rig_seconds=a.rig_seconds, out=work / f"n{n}", **quiet))
         for v, row in rep.variants.items():
             sustain.append(_rig_row("robot-4cam", v, row))

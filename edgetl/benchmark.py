@@ -391,8 +391,9 @@ def _camera_rig(make, v: str, frames: list, target: Target, threads: int, cfg: B
     split between them); a short probe of each, then the full run on whichever missed fewer frames."""
     n = target.streams
     per = max(1, threads // n)
-    modes = {"shared": lambda: [make(v, threads).predict] * n,
-             "per-stream": lambda: [make(v, per).predict for _ in range(n)]}
+    modes = {"shared": lambda: [make(v, threads).predict] * n}
+    if n > 1:  # (one stream: the two are the same)
+        modes["per-stream"] = lambda: [make(v, per).predict for _ in range(n)]
     probe_s = min(2.0, max(0.25, cfg.rig_seconds / 4))
     probes, fns = {}, {}
     with progress.task(f"camera rig {v}: {n} streams at {target.fps:g} FPS", total=None):
