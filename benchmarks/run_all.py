@@ -178,7 +178,9 @@ def _bench_robot(d: dict) -> list[str]:
                 f"(variants interleaved in every interval). Drift of p50 from the first to the last interval: {drift}. "
                 f"CPU clock from {run['cpu_mhz_source'] or 'nowhere'}, temperature from "
                 f"{run['temp_source'] or 'nowhere (this VM exposes none)'}.", ""]
-    out += [f"- {n}" for n in run["notes"]] + [""]
+    from edgetl.scenarios import sustained_notes
+
+    out += [f"- {n}" for n in sustained_notes(run)] + [""]
     out += _table(["end s", *(f"{v} p50 ms" for v in names), "CPU MHz"],
                   [[iv["t_s"], *(round(iv["p50_ms"][v], 2) for v in names), iv["cpu_mhz"] and round(iv["cpu_mhz"])]
                    for iv in run["intervals"]])

@@ -177,16 +177,23 @@ def sustained(fns: dict[str, Callable[[], object]], seconds: float, *, interval_
                           "cpu_mhz": s["cpu_mhz"], "temp_c": s["temp_c"]})
     first, last = intervals[0]["p50_ms"], intervals[-1]["p50_ms"]
     drift = {v: 100.0 * (last[v] - first[v]) / first[v] for v in names}
+    spread = {v: spread_pct([iv["p50_ms"][v] for iv in intervals]) for v in names}
     rank = lambda d: sorted(names, key=d.get)  # noqa: E731 -- fastest first
-    out = {"seconds": seconds, "interval_s": interval_s, "intervals": intervals, "drift_pct": drift,
+    out = {"seconds": seconds, "interval_s": interval_s, "intervals": intervals, "drift_pct": drift, "spread_pct": spread,
            "ranking_first": rank(first), "ranking_last": rank(last), "sensors_start": start,
            "cpu_mhz_source": start["cpu_mhz_source"], "temp_source": start["temp_source"]}
     out["notes"] = sustained_notes(out)
     return out
 
 
+def spread_pct(p50s: Sequence[float]) -> float:
+    """How far the intervals' p50s spread: (max - min) / median, in %."""
+    return 100.0 * (max(p50s) - min(p50s)) / float(np.median(p50s))
+
+
 def sustained_notes(run: dict) -> list[str]:
-    """The lines a reader needs: throttling suspected, a ranking that changed, sensors not exposed."""
+    """The lines a reader needs: throttling suspected, a ranking that changed, noise larger than the
+    drift, sensors not exposed."""
     notes = []
     ivs = run["intervals"]
     for v, d in run["drift_pct"].items():
@@ -199,6 +206,12 @@ def sustained_notes(run: dict) -> list[str]:
             if ivs[0]["temp_c"] is not None and ivs[-1]["temp_c"] is not None:
                 clock += f", {ivs[0]['temp_c']:.0f} -> {ivs[-1]['temp_c']:.0f} C"
             notes.append(f"throttling suspected: {v} p50 rose {d:.1f}% from the first to the last interval{clock}")
+    for v, d in run["drift_pct"].items():
+        p50s = [iv["p50_ms"][v] for iv in ivs]
+        sp = spread_pct(p50s)
+        if len(ivs) >= 3 and sp > DRIFT_LIMIT_PCT and sp > 1.5 * abs(d):
+            notes.append(f"{v}: the intervals' p50 spans {min(p50s):.2f}-{max(p50s):.2f} ms ({sp:.0f}% of the median), "
+                         f"more than its {d:+.1f}% drift: this machine's noise, not a trend")
     if run["ranking_first"] != run["ranking_last"]:
         notes.append(f"the ranking changed: fastest first {' < '.join(run['ranking_first'])} in the first interval, "
                      f"{' < '.join(run['ranking_last'])} in the last")

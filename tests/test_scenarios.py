@@ -239,3 +239,16 @@ def test_the_cli_runs_rig_sustained_and_e2e_and_forwards_them_to_a_device(bundle
     assert argv[argv.index("--streams") + 1] == "3" and float(argv[argv.index("--duration") + 1]) == 60
     assert "--no-e2e" in argv and float(argv[argv.index("--rig-seconds") + 1]) == 5
     assert "--rig-seconds" not in _remote_argv(Remote("dev"), "/r", BenchConfig())  # (older device edgetls)
+
+
+def test_noise_larger_than_the_drift_is_called_noise():
+    from edgetl.scenarios import sustained_notes
+
+    ivs = [{"t_s": i, "p50_ms": {"fp32": p}, "runs": {"fp32": 9}, "cpu_mhz": None, "temp_c": None}
+           for i, p in enumerate((10.0, 7.5, 10.5, 8.0, 9.5))]
+    run = {"intervals": ivs, "drift_pct": {"fp32": -5.0}, "ranking_first": ["fp32"], "ranking_last": ["fp32"],
+           "temp_source": None, "cpu_mhz_source": None}
+    notes = sustained_notes(run)
+    assert any(n.startswith("fp32: the intervals' p50 spans 7.50-10.50 ms") and "noise, not a trend" in n for n in notes)
+    assert not any("throttling" in n for n in notes)
+    assert "no temperature sensor" in " ".join(notes) and "no CPU clock" in " ".join(notes)
