@@ -100,9 +100,20 @@ def main(argv=None) -> None:
     for line in run["notes"]:
         print("  " + line)
     save(a.json, {"date": datetime.date.today().isoformat(), "machine": machine_info(), "bundle": str(bundle),
-                  "data": str(data), "images": images, "skipped": r.data.get("skipped", {}), "end_to_end": e2e,
+                  "data": str(data), "images": images, "skipped": r.data.get("skipped", {}),
+                  "fp16_parity": fp16_parity(bundle), "end_to_end": e2e,
                   "rigs": rigs, "streams_search": sustain, "streams_sustained_30fps": best, "sustained": run,
                   "rig_seconds": a.rig_seconds, "command": "python benchmarks/bench_robot.py " + " ".join(argv or sys.argv[1:])})
+
+
+def fp16_parity(bundle: Path) -> dict | None:
+    """The export's fp16 figures (against torch's float16 forward) and the three files' sizes."""
+    import json
+
+    p = json.loads((bundle / "export.json").read_text())["parity"].get("fp16")
+    sizes = {f: (bundle / f).stat().st_size / 1e6 for f in ("model.onnx", "model.int8.onnx", "model.fp16.onnx")
+             if (bundle / f).is_file()}
+    return p and {**{k: v for k, v in p.items() if k != "verify"}, "sizes_mb": sizes}
 
 
 def json_images(out: Path) -> str | None:

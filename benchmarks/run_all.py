@@ -154,6 +154,14 @@ def _bench_robot(d: dict) -> list[str]:
     out += _table(["variant", "model p50 ms", "end-to-end p50 ms", "model share", *stages],
                   [[r["variant"], r["model_p50_ms"], r["e2e_p50_ms"], _pct(r["model_share"]),
                     *(round(r["stages_mean_ms"][s], 2) for s in stages)] for r in d["end_to_end"]])
+    h = d.get("fp16_parity")
+    if h:
+        mb = h["sizes_mb"]
+        out += ["", f"fp16 (`export --fp16`): on the {h['n']} val images, max |logit diff| {h['max_abs_diff']:.4f} against "
+                    f"torch's float16 forward (relative {h['rel_diff']:.4f}, tolerance {h['tolerance']:g}), top-1 "
+                    f"{_pct(h['top1_fp16'])} (torch float16 {_pct(h['top1_torch_fp16'])}), agreement with fp32 "
+                    f"{_pct(h['agreement_with_fp32'])}; {mb['model.fp16.onnx']:.2f} MB against fp32's "
+                    f"{mb['model.onnx']:.2f} and int8's {mb.get('model.int8.onnx', 0):.2f}."]
     for v, why in d.get("skipped", {}).items():
         out += ["", f"{v}: not timed here ({why})."]
     out += ["", f"Camera rigs on this host ({d['rig_seconds']:g} s per variant after a probe of each session mode; "
