@@ -27,7 +27,7 @@ from .errors import ArtifactError
 from .preprocess import Preprocess
 
 BUNDLE_FORMAT = "edgetl-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # the newest this reader takes; 2: a bundle with a float16 variant
 MANIFEST = "bundle.json"
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 META_PREFIX = "edgetl."
@@ -172,6 +172,12 @@ def verify_files(bundle_dir: str | Path, m: Manifest) -> list[str]:
     for name in m.files:
         verify_file(Path(bundle_dir), m, name)
     return list(m.files)
+
+
+def format_version(variants) -> int:
+    """The oldest format that holds these variants: an fp16 bundle is 2, so that a reader of 1 (which does
+    not know fp16) says "upgrade edgetl" instead of failing on its variant; others stay 1."""
+    return 2 if "fp16" in variants else 1
 
 
 def file_entry(path: Path) -> dict:

@@ -353,6 +353,10 @@ def predict(
     from .errors import RuntimeInputError
     from .runtime import Predictor
 
+    if fp16 and int8 is not None:
+        from .errors import ConfigError
+
+        raise ConfigError("choose one of --int8, --fp32 and --fp16")
     p = Predictor(model, variant="fp16" if fp16 else "auto" if int8 is None else ("int8" if int8 else "fp32"),
                   threads=threads)
     failed: list[RuntimeInputError] = []

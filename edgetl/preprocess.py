@@ -150,6 +150,8 @@ def load_image(path: str | Path | bytes) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(src) as im:
+                if im.width * im.height > MAX_IMAGE_PIXELS:  # (the warning filter above is not thread-safe)
+                    raise Image.DecompressionBombError(f"{im.width}x{im.height}")
                 im.load()
                 return to_rgb(im)
     except FileNotFoundError:

@@ -317,7 +317,13 @@ def bench_on(dev: Remote, model: str | Path, cfg: BenchConfig | None = None, *, 
     with progress.task(f"bench on {dev.host} (edgetl {version})", total=None):
         out, err, rc = _run_watched(dev, _WATCHED.format(cmd=cmd))
     if rc != 0:
-        raise RemoteError(f"bench on {dev.host} failed: {_last_line(err) or f'exit code {rc}'}")
+        last = _last_line(err) or f"exit code {rc}"
+        if "No such option" in last or "newer than this edgetl reads" in last:
+            from . import __version__
+
+            raise RemoteError(f"bench on {dev.host} failed: {last} -- the device's edgetl {version} is older than this "
+                              f"one ({__version__}): upgrade it there (pip install -U edgetl)")
+        raise RemoteError(f"bench on {dev.host} failed: {last}")
     lines = out.splitlines()  # the report is the last thing printed (a login script may print before it)
     start = next((i for i, ln in enumerate(lines) if ln.startswith("{")), len(lines))
     try:

@@ -144,7 +144,8 @@ class Predictor:
         elif path.is_file():
             named = variant_of_file(path)
             if variant not in ("auto", "fp32", named):
-                raise RuntimeInputError(f"{path} is a single model: --int8/--fp32 choose within a bundle folder")
+                raise RuntimeInputError(f"{path} is a single {named} model: --int8/--fp32/--fp16 choose within a "
+                                        f"bundle folder")
             model, variant = path, named
         else:
             raise ArtifactError(f"model not found: {path}; pass a bundle folder or a .onnx file")

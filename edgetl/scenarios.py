@@ -34,16 +34,15 @@ MAX_MISSED = 0.01  # a stream passes with at most 1% of its frames dropped or la
 DRIFT_LIMIT_PCT = 10.0
 
 
-def _stream(fn: Callable, frames: Sequence, offset: int, out: dict, *, t0: float, t_end: float,
+def _stream(fn: Callable, frames: Sequence, offset: int, out: dict, *, t0: float, captured: int,
             period: float) -> None:
-    """One camera's worker: the newest captured frame whenever it is free, until ``t_end``."""
+    """One camera's worker: the newest captured frame whenever it is free, until the run's ``captured``
+    frames are each answered or replaced (the last one is answered even when that ends after the run)."""
     rec, k = [], 0
     try:
-        while True:
+        while k < captured:
             now = time.perf_counter()
-            if now >= t_end:
-                break
-            newest = math.floor((now - t0) / period)  # -1 before the first capture
+            newest = min(math.floor((now - t0) / period), captured - 1)  # -1 before the first capture
             if newest < k:  # the next frame is not captured yet
                 time.sleep(max(0.0, t0 + k * period - now))
                 continue
@@ -65,10 +64,10 @@ def camera_rig(stream_fns: Sequence[Callable], frames: Sequence, *, fps: float, 
         for i in range(warmup):
             fn(frames[i % len(frames)])
     t0 = time.perf_counter() + 0.02  # every thread started before the first capture
-    t_end = t0 + seconds
+    captured = math.ceil(seconds * fps - 1e-9)  # frames k with t0 + k*period < t0 + seconds
     outs = [{} for _ in range(n)]
     threads = [threading.Thread(target=_stream, args=(fn, frames, i, outs[i]), daemon=True,
-                                kwargs={"t0": t0, "t_end": t_end, "period": period})
+                                kwargs={"t0": t0, "captured": captured, "period": period})
                for i, fn in enumerate(stream_fns)]
     for t in threads:
         t.start()
@@ -77,7 +76,6 @@ def camera_rig(stream_fns: Sequence[Callable], frames: Sequence, *, fps: float, 
     for o in outs:
         if "error" in o:
             raise o["error"]
-    captured = math.ceil(seconds * fps - 1e-9)  # frames k with t0 + k*period < t_end
     streams = []
     for i, o in enumerate(outs):
         lat = np.array([r[1] for r in o["records"]], dtype=np.float64)
@@ -179,7 +177,7 @@ def sustained(fns: dict[str, Callable[[], object]], seconds: float, *, interval_
     drift = {v: 100.0 * (last[v] - first[v]) / first[v] for v in names}
     spread = {v: spread_pct([iv["p50_ms"][v] for iv in intervals]) for v in names}
     rank = lambda d: sorted(names, key=d.get)  # noqa: E731 -- fastest first
-    out = {"seconds": seconds, "interval_s": interval_s, "intervals": intervals, "drift_pct": drift, "spread_pct": spread,
+    out = {"seconds": n_int * interval_s, "interval_s": interval_s, "intervals": intervals, "drift_pct": drift, "spread_pct": spread,
            "ranking_first": rank(first), "ranking_last": rank(last), "sensors_start": start,
            "cpu_mhz_source": start["cpu_mhz_source"], "temp_source": start["temp_source"]}
     out["notes"] = sustained_notes(out)

@@ -160,11 +160,17 @@ def test_sensitivity_ranks_fused_layers_and_finds_the_fragile_one(tmp_path):
     assert all(r["sqnr_loss_db"] == pytest.approx(r["sqnr_loss_db"]) for r in rows)  # finite, no NaN
 
 
-def test_agreement_target_sends_the_fragile_layer_back_to_float(tmp_path):
+def test_agreement_target_sends_the_fragile_layer_back_to_float(tmp_path, monkeypatch):
     """With no top-1 gate (max_drop 100), int8 that disagrees with fp32 is still refined: under
     min_agreement the most sensitive layer goes back to float (and a target still missed is reported);
     with the target off it stays int8."""
     import numpy as np
+
+    # the search keeps, of the variants that miss the target, the most faithful one no slower than fp32; this
+    # model runs in microseconds, where that timing is noise (it failed a CI run so): every int8 variant is
+    # made as fast, so what is tested is the accuracy rule
+    monkeypatch.setattr("edgetl.quantize.interleaved_latency",
+                        lambda models, x, **kw: [2.0] + [1.0] * (len(models) - 1))
 
     fp32 = _fragile_model(tmp_path / "m.onnx", classifier=True)
     rng = np.random.default_rng(2)

@@ -132,6 +132,8 @@ CASES = [
     ("bench-streams-zero", ["bench", "{w}/bundle", "--streams", "0", "--out", "{o}"], None, ["--streams 0"]),
     ("bench-duration-negative", ["bench", "{w}/bundle", "--duration", "-5", "--out", "{o}"], None, ["--duration"]),
     ("predict-fp16-absent", ["predict", "{w}/bundle", "{w}/data/val/a/a0.png", "--fp16"], None, ["fp16"]),
+    ("predict-two-variants", ["predict", "{w}/bundle", "{w}/data/val/a/a0.png", "--fp16", "--int8"], None,
+     ["--fp16"]),
 ]
 if not torch.cuda.is_available():
     CASES.append(("cuda-absent", ["finetune", "{w}/data", *TINY, "--device", "cuda", "--out", "{o}"], None,
