@@ -65,6 +65,7 @@ def main(argv=None) -> None:
         e = row["end_to_end"]
         e2e.append({"variant": v, "model_p50_ms": row["latency"]["p50_ms"], "e2e_p50_ms": e["latency"]["p50_ms"],
                     "model_share": e["model_share"], "stages_mean_ms": e["stages_mean_ms"],
+                    "stages_p50_ms": e["stages_p50_ms"],
                     "unaccounted_ms": e["unaccounted_ms"], "runs": e["latency"]["runs"]})
         print(f"{v}: model p50 {row['latency']['p50_ms']:.2f} ms, end-to-end {e['latency']['p50_ms']:.2f} ms "
               f"(model {100 * e['model_share']:.0f}%)", flush=True)

@@ -151,9 +151,10 @@ def _bench_robot(d: dict) -> list[str]:
            f"Model: the model alone on a prepared tensor, batch 1. End-to-end: JPEG bytes -> label through the device "
            f"runtime (decode, resize, crop, normalize, run, softmax/top-k), on {d['images']}. Mean ms per stage.", ""]
     stages = list(d["end_to_end"][0]["stages_mean_ms"]) if d["end_to_end"] else []
-    out += _table(["variant", "model p50 ms", "end-to-end p50 ms", "model share", *stages],
+    out += _table(["variant", "model p50 ms", "end-to-end p50 ms", "model share", *stages, "run stage p50 ms"],
                   [[r["variant"], r["model_p50_ms"], r["e2e_p50_ms"], _pct(r["model_share"]),
-                    *(round(r["stages_mean_ms"][s], 2) for s in stages)] for r in d["end_to_end"]])
+                    *(round(r["stages_mean_ms"][s], 2) for s in stages),
+                    r.get("stages_p50_ms", {}).get("run", "-")] for r in d["end_to_end"]])
     h = d.get("fp16_parity")
     if h:
         mb = h["sizes_mb"]
