@@ -135,28 +135,28 @@ def test_every_variant_gets_an_end_to_end_row_whose_stages_add_up(bundle16, tmp_
 def test_rig_scheduler_drops_frames_a_busy_stream_cannot_take():
     frames = [np.zeros((4, 4, 3), np.uint8)]
     busy = lambda f: time.sleep(0.045)  # noqa: E731 -- 45 ms of work per frame, a frame every 20 ms
-    r = camera_rig([busy, busy], frames, fps=50, deadline_ms=30, seconds=1.0, warmup=0)
+    r = camera_rig([busy, busy], frames, fps=50, deadline_ms=30, seconds=0.6, warmup=0)
     assert r["streams_n"] == 2 and not r["pass"]
     for s in r["streams"]:
-        assert s["captured"] == 50 and s["answered"] + s["dropped"] == 50
-        assert s["dropped"] >= 20 and s["answered"] <= 25 and s["fps"] <= 25
+        assert s["captured"] == 30 and s["answered"] + s["dropped"] == 30
+        assert s["dropped"] >= 12 and s["answered"] <= 15 and s["fps"] <= 25
         assert s["p50_ms"] >= 45 and s["late"] == s["answered"]  # none answered within 30 ms
-    easy = camera_rig([lambda f: None] * 3, frames, fps=5, deadline_ms=500, seconds=1.0, warmup=0)
-    assert easy["pass"] and all(s["dropped"] == 0 and s["late"] == 0 and s["answered"] == 5 for s in easy["streams"])
+    easy = camera_rig([lambda f: None] * 3, frames, fps=5, deadline_ms=500, seconds=0.6, warmup=0)
+    assert easy["pass"] and all(s["dropped"] == 0 and s["late"] == 0 and s["answered"] == 3 for s in easy["streams"])
 
 
 def test_camera_rig_from_the_bench_reports_each_stream_and_passes_an_easy_deadline(bundle16, tmp_path):
     b, data, _ = bundle16
     t = _target(tmp_path, streams=3, fps=8, deadline_ms=2000)
-    r = bench(b.path, BenchConfig(target=t, data=data, min_runs=3, min_time=0.0, rss=False, rig_seconds=1.0,
+    r = bench(b.path, BenchConfig(target=t, data=data, min_runs=3, min_time=0.0, rss=False, rig_seconds=0.5,
                                   end_to_end=False, torch_reference=False, out=tmp_path / "r"))
     assert r.scenario == "camera-rig"  # the default for a target with several streams
     for v in ("fp32", "int8"):
         rig = r.variants[v]["rig"]
         assert rig["mode"] in ("shared", "per-stream") and set(rig["probes"]) == {"shared", "per-stream"}
-        assert len(rig["streams"]) == 3 and all(s["captured"] == 8 for s in rig["streams"])
+        assert len(rig["streams"]) == 3 and all(s["captured"] == 4 for s in rig["streams"])
         # a stall of the machine longer than a frame (125 ms) may drop one; the verdict follows the counts
-        assert all(s["p99_ms"] < 2000 and s["answered"] >= 7 and s["late"] == 0 for s in rig["streams"])
+        assert all(s["p99_ms"] < 2000 and s["answered"] >= 3 and s["late"] == 0 for s in rig["streams"])
         assert rig["pass"] == all(s["missed"] == 0 for s in rig["streams"])
         assert r.variants[v]["status"] == ("PASS" if rig["pass"] else "FAIL")
         assert all(p["captured"] == 3 * 2 for p in rig["probes"].values())  # 0.25 s probes of each mode
@@ -198,11 +198,11 @@ def test_sensors_read_cpufreq_and_thermal_zones_and_say_none_when_absent(tmp_pat
 
 def test_a_run_that_slows_down_is_flagged_as_throttling_and_the_ranking_change_named():
     t0 = time.perf_counter()
-    slowing = lambda: time.sleep(0.002 if time.perf_counter() - t0 < 1.2 else 0.006)  # noqa: E731
+    slowing = lambda: time.sleep(0.002 if time.perf_counter() - t0 < 0.6 else 0.006)  # noqa: E731
     steady = lambda: time.sleep(0.004)  # noqa: E731
     clock = iter([2000, 2000, 1990, 1200, 1100, 1100, 1100])
     fake = lambda: {"cpu_mhz": next(clock), "cpu_mhz_source": "cpufreq", "temp_c": 70.0, "temp_source": "thermal"}  # noqa: E731
-    run = sustained({"slowing": slowing, "steady": steady}, 3.0, interval_s=1.0, read_sensors=fake)
+    run = sustained({"slowing": slowing, "steady": steady}, 1.5, interval_s=0.5, read_sensors=fake)
     assert len(run["intervals"]) == 3 and all(set(iv["p50_ms"]) == {"slowing", "steady"} for iv in run["intervals"])
     assert run["drift_pct"]["slowing"] > 100 and abs(run["drift_pct"]["steady"]) < 50
     assert run["ranking_first"] == ["slowing", "steady"] and run["ranking_last"] == ["steady", "slowing"]
