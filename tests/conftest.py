@@ -140,3 +140,18 @@ def _free_port() -> int:
     from sshd_server import free_port
 
     return free_port()
+
+
+@pytest.fixture(scope="session")
+def int8_bundle(tmp_path_factory):
+    """A tiny random-weight resnet18 run exported with --int8 --fp16 (shared by the bench tests), and its data."""
+    from edgetl.config import ExportConfig, FinetuneConfig
+    from edgetl.exporter import export
+    from edgetl.training import finetune
+
+    root = tmp_path_factory.mktemp("q")
+    data = make_imagefolder(root / "data", classes=("a", "b"), n_train=10, n_val=6)
+    r = finetune(FinetuneConfig(data=data, out=root / "run", backbone="resnet18", weights="none", image_size=32,
+                                workers=0, epochs=3, lr=1e-2))
+    return export(r.out, ExportConfig(int8=True, fp16=True, max_drop=100, min_agreement=0.0, calib_size=16,
+                                      parity_images=12), force=True), data

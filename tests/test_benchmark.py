@@ -5,24 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_imagefolder, run_cli
+from conftest import run_cli
 from edgetl.benchmark import bench
-from edgetl.config import BenchConfig, ExportConfig, FinetuneConfig
+from edgetl.config import BenchConfig, ExportConfig
 from edgetl.errors import ConfigError
-from edgetl.exporter import export
-from edgetl.training import finetune
 from edgetl.quantize import PRESETS
 from edgetl.runtime import Predictor, verify_bundle
 from edgetl.targets import get_target, host_preset, list_targets
-
-
-@pytest.fixture(scope="module")
-def int8_bundle(tmp_path_factory):
-    root = tmp_path_factory.mktemp("q")
-    data = make_imagefolder(root / "data", classes=("a", "b"), n_train=10, n_val=6)
-    r = finetune(FinetuneConfig(data=data, out=root / "run", backbone="resnet18", weights="none", image_size=32,
-                                workers=0, epochs=3, lr=1e-2))
-    return export(r.out, ExportConfig(int8=True, max_drop=100, min_agreement=0.0, calib_size=16, parity_images=12), force=True), data
 
 
 def test_int8_bundle_is_verified_and_smaller(int8_bundle):
@@ -62,7 +51,6 @@ def test_bench_json_schema_report_and_plots(int8_bundle, tmp_path):
     assert len(doc["accuracy"]["variants"]["int8"]["confusion"]) == 2
     for f in ("report.md", "latency.png", "accuracy_vs_latency.png", "end_to_end.png"):
         assert (r.path / f).is_file()
-    assert doc["skipped"] == {} and "fp16" not in doc["variants"]  # a bundle without fp16 benches as before
     # an ARM profile on this host says so
     r2 = bench(b.path, BenchConfig(target="rpi5", min_runs=3, min_time=0.0, out=tmp_path / "pi", rss=False))
     assert any("aarch64" in e for e in r2.data["emulated"]) or os.uname().machine == "aarch64"
@@ -158,3 +146,7 @@ def test_export_for_another_device_prints_its_table(int8_bundle, tmp_path):
                 "--calib-size", "16", "--out", tmp_path / "pi")
     assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
     assert "latency not measured" in p.stdout and (tmp_path / "pi" / "model.int8.onnx").is_file()
+    # a bundle without fp16 (this one) benches as before: nothing skipped, fp32 and int8 timed
+    r = bench(tmp_path / "pi", BenchConfig(min_runs=3, min_time=0.0, rss=False, torch_reference=False,
+                                           out=tmp_path / "pib"))
+    assert r.data["skipped"] == {} and set(r.variants) == {"fp32", "int8"}

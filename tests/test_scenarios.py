@@ -14,30 +14,24 @@ import onnx
 import pytest
 from PIL import Image
 
-from conftest import make_imagefolder, run_cli
+from conftest import run_cli
 from edgetl.benchmark import bench
-from edgetl.config import BenchConfig, ExportConfig, FinetuneConfig
+from edgetl.config import BenchConfig
 from edgetl.errors import DataError
-from edgetl.exporter import FP16_TOLERANCE, export
+from edgetl.exporter import FP16_TOLERANCE
 from edgetl.remote import Remote, _remote_argv
 from edgetl.runtime import STAGES, Predictor, float16_unsupported, verify_bundle
 from edgetl.scenarios import camera_rig, sensors, sustained
 from edgetl.targets import get_target
-from edgetl.training import finetune
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "edgetl" / "schemas" / "bench.schema.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def bundle16(tmp_path_factory):
-    """fp32 + int8 + fp16 bundle of a tiny resnet18, and its data."""
-    root = tmp_path_factory.mktemp("s")
-    data = make_imagefolder(root / "data", classes=("a", "b"), n_train=8, n_val=6)
-    r = finetune(FinetuneConfig(data=data, out=root / "run", backbone="resnet18", weights="none", image_size=32,
-                                workers=0, epochs=1))
-    b = export(r.out, ExportConfig(int8=True, fp16=True, max_drop=100, min_agreement=0.0, calib_size=8,
-                                   parity_images=12), force=True)
-    return b, data, r.out
+def bundle16(int8_bundle):
+    """The shared fp32 + int8 + fp16 bundle of a tiny resnet18 (conftest), its data and its run folder."""
+    b, data = int8_bundle
+    return b, data, b.path.parent
 
 
 def _target(tmp_path, **over) -> str:
