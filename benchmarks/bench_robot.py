@@ -69,7 +69,7 @@ def main(argv=None) -> None:
                     "unaccounted_ms": e["unaccounted_ms"], "runs": e["latency"]["runs"]})
         print(f"{v}: model p50 {row['latency']['p50_ms']:.2f} ms, end-to-end {e['latency']['p50_ms']:.2f} ms "
               f"(model {100 * e['model_share']:.0f}%)", flush=True)
-    images = json_images(r.path)
+    images = r.data["images"]
 
     # 2. the rigs as profiled
     rigs = []
@@ -115,12 +115,6 @@ def fp16_parity(bundle: Path) -> dict | None:
     sizes = {f: (bundle / f).stat().st_size / 1e6 for f in ("model.onnx", "model.int8.onnx", "model.fp16.onnx")
              if (bundle / f).is_file()}
     return p and {**{k: v for k, v in p.items() if k != "verify"}, "sizes_mb": sizes}
-
-
-def json_images(out: Path) -> str | None:
-    import json
-
-    return json.loads((out / "bench.json").read_text()).get("images")
 
 
 if __name__ == "__main__":

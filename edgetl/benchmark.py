@@ -73,7 +73,7 @@ class BenchReport:
         return cls(path, doc["target"]["name"], doc["scenario"], doc["machine"], doc["variants"], doc["accuracy"],
                    doc["verdict"], {"emulated": doc["emulated"], "providers_used": doc["providers_used"],
                                     "measured_on": doc.get("measured_on"), "skipped": doc.get("skipped") or {},
-                                    "sustained": doc.get("sustained")})
+                                    "sustained": doc.get("sustained"), "images": doc.get("images")})
 
 
 def machine_info() -> dict:
@@ -176,8 +176,8 @@ def bench(model: str | Path, cfg: BenchConfig | None = None, *, progress: Progre
     torch_ref = (_TorchReference.find(bundle_dir, x, threads) if cfg.torch_reference
                  else _TorchReference("off (BenchConfig.torch_reference=False)"))
     results = _time_variants(predictors, variants, x, cfg, threads=threads, torch_ref=torch_ref, progress=progress)
-    images, images_source = (_encoded_images(cfg) if cfg.end_to_end or scenario == Scenario.camera_rig
-                             else (None, None))
+    images, frames, images_source = (_encoded_images(cfg) if cfg.end_to_end or scenario == Scenario.camera_rig
+                                     else (None, None, None))
     if cfg.end_to_end:
         for v, row in _end_to_end(predictors, images, cfg, progress).items():
             results[v]["end_to_end"] = row
@@ -185,7 +185,6 @@ def bench(model: str | Path, cfg: BenchConfig | None = None, *, progress: Progre
         for v, p in predictors.items():
             results[v]["offline"] = _offline_sweep(p, cfg)
     if scenario == Scenario.camera_rig:
-        frames = [np.asarray(load_image(b)) for b in images]
         for v in predictors:
             results[v]["rig"] = _camera_rig(make, v, frames, target, threads or machine["cores"], cfg, progress=progress)
     for v, row in results.items():
@@ -197,7 +196,7 @@ def bench(model: str | Path, cfg: BenchConfig | None = None, *, progress: Progre
         results[v]["top1"], results[v]["agreement"] = a.get("top1"), a.get("agreement_with_fp32")
     long_run = None
     if cfg.duration:
-        fns = {v: (lambda s=p.session, f={p.input_name: x}: s.run(None, f)) for v, p in predictors.items()}
+        fns = {v: _model_call(p, x) for v, p in predictors.items()}
         with progress.task(f"sustained run, {cfg.duration:g} s", total=None):
             long_run = sustained(fns, cfg.duration)
     doc = {
@@ -274,6 +273,12 @@ class _TorchReference:
         return cls(f"eager PyTorch on {ck} ({threads or 'default'} threads)", ck, run)
 
 
+def _model_call(p: Predictor, x: np.ndarray):
+    """A zero-argument call of ``p``'s session on the prepared batch ``x`` (the model alone)."""
+    sess, feed = p.session, {p.input_name: x}
+    return lambda: sess.run(None, feed)
+
+
 def _time_variants(predictors: dict, files: dict, x: np.ndarray, cfg: BenchConfig, *, threads: int,
                    torch_ref: _TorchReference, progress: Progress) -> dict:
     """Every variant (and the torch reference) timed in interleaved rounds on the same batch."""
@@ -283,8 +288,7 @@ def _time_variants(predictors: dict, files: dict, x: np.ndarray, cfg: BenchConfi
         ort_session(p.model_path, threads, p.providers)  # what loading costs on its own (the bench reuses p's)
         rows[v] = {"file": str(files[v]), "size_mb": files[v].stat().st_size / 1e6,
                    "session_create_ms": (time.perf_counter() - t0) * 1e3, "providers_used": p.providers}
-        feed = {p.input_name: x}
-        fns.append(lambda s=p.session, f=feed: s.run(None, f))
+        fns.append(_model_call(p, x))
     names = list(rows)
     caller_threads = None
     try:
@@ -339,27 +343,29 @@ def synthetic_jpegs(n: int = 8, size: tuple[int, int] = (640, 480), quality: int
     return out
 
 
-def _encoded_images(cfg: BenchConfig, n: int = 16) -> tuple[list[bytes], str]:
-    """Encoded images (as files store them) for the end-to-end rows and the camera rig, and where from."""
+def _encoded_images(cfg: BenchConfig, n: int = 16) -> tuple[list[bytes], list[np.ndarray], str]:
+    """Encoded images (as files store them) for the end-to-end rows, the same decoded (the camera rig's
+    frames), and where they came from. Each is decoded once: unreadable files are skipped."""
+    blobs, frames = [], []
     if cfg.data is not None:
         samples = bench_samples(cfg.data, cfg.max_images)[0]
-        blobs = []
         for s in samples[:: max(1, len(samples) // n)]:
             b = s.path.read_bytes()
             try:
-                load_image(b)
+                frames.append(np.asarray(load_image(b)))
             except RuntimeInputError:
                 continue
             blobs.append(b)
             if len(blobs) == n:
                 break
         if blobs:
-            sizes = [load_image(b).size for b in blobs[:4]]
-            return blobs, (f"{len(blobs)} photos of {cfg.data} as stored ({np.mean([len(b) for b in blobs]) / 1e3:.0f} KB "
-                           f"on average; e.g. {', '.join(f'{w}x{h}' for w, h in sizes)})")
+            sizes = ", ".join(f"{f.shape[1]}x{f.shape[0]}" for f in frames[:4])
+            return blobs, frames, (f"{len(blobs)} photos of {cfg.data} as stored "
+                                   f"({np.mean([len(b) for b in blobs]) / 1e3:.0f} KB on average; e.g. {sizes})")
     blobs = synthetic_jpegs()
-    return blobs, (f"{len(blobs)} synthetic 640x480 JPEG frames (quality 90, {np.mean([len(b) for b in blobs]) / 1e3:.0f} "
-                   f"KB on average): pass --data for real photos")
+    return blobs, [np.asarray(load_image(b)) for b in blobs], (
+        f"{len(blobs)} synthetic 640x480 JPEG frames (quality 90, {np.mean([len(b) for b in blobs]) / 1e3:.0f} "
+        f"KB on average): pass --data for real photos")
 
 
 def _end_to_end(predictors: dict, images: list[bytes], cfg: BenchConfig, progress: Progress) -> dict:

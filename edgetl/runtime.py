@@ -87,14 +87,9 @@ def float16_unsupported(providers: Sequence[str], cpu_flags=None) -> str | None:
     if any(p in _FP16_PROVIDERS for p in providers):
         return None
     if cpu_flags is None:
-        cpu_flags = set()
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith(("Features", "flags")):
-                    cpu_flags = set(line.partition(":")[2].split())
-                    break
-        except OSError:
-            pass
+        from .targets import cpu_info
+
+        cpu_flags = cpu_info()["flags"]
     if platform.machine().lower() in ("aarch64", "arm64") and "asimdhp" in cpu_flags:
         return None
     return (f"no provider here computes in float16 ({', '.join(providers)} on {platform.machine()}: onnxruntime "
