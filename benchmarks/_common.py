@@ -36,7 +36,7 @@ def save(path: Path, doc: dict) -> None:
 def int8_figures(model: Path, x: np.ndarray, y: np.ndarray, ref: np.ndarray, fp32_size: int, threads: int = 2) -> dict:
     """An int8 model against fp32 on (x, y): top-1, top-1 agreement with ``ref`` (fp32's logits), how many
     images differ, mean |logit difference|, and its file size as a ratio to fp32's."""
-    from edgetl.ptq import logits
+    from edgetl.quantization.recipes import logits
 
     q = logits(model, x, threads)
     return {"top1": float(np.mean(q.argmax(1) == y)), "agreement": float(np.mean(q.argmax(1) == ref.argmax(1))),
@@ -48,6 +48,6 @@ def ort_defaults(fp32: Path, out: Path, calib: np.ndarray) -> None:
     """The onnxruntime tutorial recipe: quantize_static with its defaults."""
     from onnxruntime.quantization import quantize_static
 
-    from edgetl.ptq import BatchReader, batches
+    from edgetl.quantization.recipes import BatchReader, batches
 
     quantize_static(str(fp32), str(out), BatchReader("input", batches(calib, 16)))

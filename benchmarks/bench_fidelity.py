@@ -50,9 +50,10 @@ def plain_loop(model: str, shape: tuple, threads: int, warmup: int = 10, runs: i
 
 def local_rows(bundle: Path, targets: list[str], rounds: int, tmp: Path) -> list[dict]:
     from edgetl.benchmark import bench, plan_threads
-    from edgetl.bundle import read_manifest
+    from edgetl.runtime.bundle import read_manifest
     from edgetl.config import BenchConfig
-    from edgetl.targets import cpu_info, get_target
+    from edgetl.targets import get_target
+    from edgetl.runtime.cpu import cpu_info
 
     manifest = read_manifest(bundle)
     rows = []
@@ -85,7 +86,7 @@ def remote_rows(bundle: Path, targets: list[str], tmp: Path) -> list[dict]:
 
     from edgetl.benchmark import bench
     from edgetl.config import BenchConfig
-    from edgetl.remote import Remote, bench_on
+    from edgetl.benchmark.remote import Remote, bench_on
 
     venv = tmp / "device-venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
@@ -116,7 +117,7 @@ def remote_rows(bundle: Path, targets: list[str], tmp: Path) -> list[dict]:
 
 
 def main(argv=None) -> dict:
-    from edgetl.targets import host_isa
+    from edgetl.runtime.cpu import host_isa
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path)

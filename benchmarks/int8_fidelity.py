@@ -57,9 +57,9 @@ def one(backbone: str, data: Path, strategy: str, work: Path, tree: Path | None,
     from edgetl.data import ImageCache, load_imagefolder
     from edgetl.errors import ArtifactError
     from edgetl.exporter import export
-    from edgetl.preprocess import Preprocess
-    from edgetl.ptq import logits
-    from edgetl.timing import interleaved_latency
+    from edgetl.runtime.preprocess import Preprocess
+    from edgetl.quantization.recipes import logits
+    from edgetl.runtime.timing import interleaved_latency
     from edgetl.training import finetune
 
     t0 = time.time()
@@ -117,7 +117,7 @@ def one(backbone: str, data: Path, strategy: str, work: Path, tree: Path | None,
 
 
 def main(argv=None) -> dict:
-    from edgetl.targets import host_isa
+    from edgetl.runtime.cpu import host_isa
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbones", default="efficientnet_lite0,efficientnet_lite1,efficientnet_lite2")

@@ -47,10 +47,10 @@ def latency_part(backbones: list[str], calib_dir: Path, n_calib: int) -> list[di
     import onnx
     import torch
 
-    from edgetl.exporter import check_onnx as _check, simplify as _simplify, torch_export as _torch_export
-    from edgetl.timing import interleaved_latency
-    from edgetl.ptq import logits as _logits
-    from edgetl.quantize import QuantOptions, quantize_model
+    from edgetl.exporter.onnx_graph import check_onnx as _check, simplify as _simplify, torch_export as _torch_export
+    from edgetl.runtime.timing import interleaved_latency
+    from edgetl.quantization.recipes import logits as _logits
+    from edgetl.quantization.search import QuantOptions, quantize_model
     from edgetl.zoo import create_model, get_spec
 
     rows = []
@@ -100,11 +100,11 @@ def accuracy_part(datasets: list[Path], work: Path) -> list[dict]:
     from edgetl.errors import ArtifactError
     from edgetl.config import ExportConfig
     from edgetl.exporter import export
-    from edgetl.checkpoint import load_checkpoint
+    from edgetl.zoo.checkpoint import load_checkpoint
     from edgetl.config import FinetuneConfig
     from edgetl.training import finetune
-    from edgetl.preprocess import Preprocess
-    from edgetl.ptq import logits as _logits
+    from edgetl.runtime.preprocess import Preprocess
+    from edgetl.quantization.recipes import logits as _logits
 
     rows = []
     for ds in datasets:
@@ -147,7 +147,7 @@ def accuracy_part(datasets: list[Path], work: Path) -> list[dict]:
 
 
 def main(argv=None) -> dict:
-    from edgetl.targets import host_isa
+    from edgetl.runtime.cpu import host_isa
     from edgetl.zoo import list_backbones
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

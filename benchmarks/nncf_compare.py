@@ -21,7 +21,7 @@ as many as export.json records; subset_size = that count), fed through the bundl
 All are scored against the fp32 model on the whole val split (the run's, from run.json, or --data's).
 Columns: top-1; agree = share of images whose top-1 equals fp32's; differ = how many do not;
 |diff| = mean |logit - fp32 logit|; size = file size / fp32's; p50 = median latency / fp32's (batch 1,
-2 threads, interleaved rounds: edgetl.timing); s = NNCF's quantize wall time.
+2 threads, interleaved rounds: edgetl.runtime.timing); s = NNCF's quantize wall time.
 """
 from __future__ import annotations
 
@@ -57,11 +57,11 @@ def _inputs(samples, pp, where: str) -> np.ndarray:
 
 def load(bundle: Path, data: Path | None):
     """(manifest, export.json, calibration inputs, val inputs, val labels), all as the export saw them."""
-    from edgetl.bundle import read_manifest, verify_files
+    from edgetl.runtime.bundle import read_manifest, verify_files
     from edgetl.data import eval_samples
     from edgetl._config import from_dict
     from edgetl.config import ExportConfig
-    from edgetl.exporter import _calibration_samples
+    from edgetl.exporter.int8 import calibration_samples as _calibration_samples
 
     m = read_manifest(bundle)
     verify_files(bundle, m)
@@ -95,8 +95,8 @@ def nncf_quantize(fp32: Path, out: Path, calib: np.ndarray, input_name: str, **k
 
 
 def one(bundle: Path, data: Path | None, work: Path, rounds: int, variants: list[str]) -> dict:
-    from edgetl.ptq import logits
-    from edgetl.timing import interleaved_latency
+    from edgetl.quantization.recipes import logits
+    from edgetl.runtime.timing import interleaved_latency
 
     m, exp, calib, x, y = load(bundle, data)
     fp32, fp32_size = bundle / m.model_file("fp32"), (bundle / m.model_file("fp32")).stat().st_size
@@ -138,7 +138,7 @@ def main(argv=None) -> dict:
     import nncf
     import onnxruntime
 
-    from edgetl.targets import host_isa
+    from edgetl.runtime.cpu import host_isa
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bundles", nargs="+", type=Path)

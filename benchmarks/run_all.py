@@ -187,7 +187,7 @@ def _bench_robot(d: dict) -> list[str]:
                 f"(variants interleaved in every interval). Drift of p50 from the first to the last interval: {drift}. "
                 f"CPU clock from {run['cpu_mhz_source'] or 'nowhere'}, temperature from "
                 f"{run['temp_source'] or 'nowhere (this VM exposes none)'}.", ""]
-    from edgetl.scenarios import sustained_notes
+    from edgetl.benchmark.sustained import sustained_notes
 
     out += [f"- {n}" for n in sustained_notes(run)] + [""]
     out += _table(["end s", *(f"{v} p50 ms" for v in names), "CPU MHz"],
@@ -254,7 +254,7 @@ def _finetune_datasets(d: dict) -> list[str]:
 
 def _plots(docs: dict) -> list[str]:
     try:
-        from edgetl.report import plot_bars
+        from edgetl.report.plots import plot_bars
     except ImportError:
         return []
     lines = []

@@ -26,7 +26,7 @@ from _common import RESULTS, SHARED, save  # noqa: E402
 
 def main(argv=None) -> dict:
     from edgetl.sweeps import SweepConfig, sweep
-    from edgetl.targets import host_isa
+    from edgetl.runtime.cpu import host_isa
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", nargs="*", type=Path,

@@ -6,7 +6,10 @@
     report = edgetl.bench(bundle.path)
     from edgetl.runtime import Predictor       # device side: no torch
 
-The stage modules are named for their stage (``training``, ``exporter``, ``benchmark``), never
+The tree, top to bottom as the data flows (README "Layout"): ``runtime/`` is the device side
+(torch-free, imports nothing else of edgetl); ``data/`` -> ``zoo/`` -> ``training/`` -> ``exporter/``
+-> ``quantization/`` -> ``benchmark/`` are the stages; ``report/`` plots and tables; ``cli/`` the
+command; ``sweeps`` and ``demo`` run whole chains. Stage packages are named for their stage, never
 like the functions exported here, so ``edgetl.finetune`` stays the function however often it is
 called and whatever was imported before. Heavy modules load on first use, so ``import edgetl``
 (and the device runtime) stay light.
@@ -18,19 +21,19 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "finetune": ("edgetl.training", "finetune"),
+    "finetune": ("edgetl.training.loop", "finetune"),
     "FinetuneConfig": ("edgetl.config", "FinetuneConfig"),
-    "RunResult": ("edgetl.training", "RunResult"),
-    "export": ("edgetl.exporter", "export"),
+    "RunResult": ("edgetl.training.loop", "RunResult"),
+    "export": ("edgetl.exporter.export_run", "export"),
     "ExportConfig": ("edgetl.config", "ExportConfig"),
-    "Bundle": ("edgetl.exporter", "Bundle"),
-    "bench": ("edgetl.benchmark", "bench"),
+    "Bundle": ("edgetl.exporter.export_run", "Bundle"),
+    "bench": ("edgetl.benchmark.orchestrate", "bench"),
     "BenchConfig": ("edgetl.config", "BenchConfig"),
-    "BenchReport": ("edgetl.benchmark", "BenchReport"),
+    "BenchReport": ("edgetl.benchmark.orchestrate", "BenchReport"),
     "sweep": ("edgetl.sweeps", "sweep"),
     "SweepConfig": ("edgetl.sweeps", "SweepConfig"),
-    "Predictor": ("edgetl.runtime", "Predictor"),
-    "EdgetlError": ("edgetl.errors", "EdgetlError"),
+    "Predictor": ("edgetl.runtime.predictor", "Predictor"),
+    "EdgetlError": ("edgetl.runtime.errors", "EdgetlError"),
 }
 
 

@@ -6,14 +6,14 @@ directory, fsync, ``os.replace``) so a crash or kill -9 never leaves a half-writ
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import ArtifactError, ExistsError
+from .runtime.bundle import sha256_file  # noqa: F401 -- (one definition, on the device side)
+from .runtime.errors import ArtifactError, ExistsError
 
 
 def _file_mode() -> int:
@@ -97,15 +97,6 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         raise ArtifactError(f"{what} not found: {path}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ArtifactError(f"{what} {path} is not valid JSON ({e}); re-create it with edgetl") from None
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_output_dir(path: Path, *, force: bool, what: str, resume_hint: bool = False) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ._config import coerce_enums
 from .errors import ConfigError
-from .preprocess import Preprocess
+from .runtime.preprocess import Preprocess
 from .targets import get_target
 
 

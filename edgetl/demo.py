@@ -18,11 +18,11 @@ DEMO_DATA = Path(__file__).with_name("demo_data") / "trashnet_mini"
 
 def demo(out: Path = Path("models/demo"), *, force: bool = False, qat: bool = True,
          progress: Progress | None = None) -> dict:
-    from .benchmark import bench
+    from .benchmark.orchestrate import bench
     from .config import BenchConfig, ExportConfig, FinetuneConfig
-    from .exporter import export
+    from .exporter.export_run import export
     from .runtime import Predictor, verify_bundle
-    from .training import finetune
+    from .training.loop import finetune
 
     progress = progress or SILENT
     out = Path(out)

@@ -27,7 +27,7 @@ from ._io import check_output_dir, read_json, write_json
 from ._progress import SILENT, Progress
 from .config import BenchConfig, ExportConfig, FinetuneConfig, Scenario, Strategy
 from .errors import ConfigError, EdgetlError
-from .remote import RemoteError
+from .benchmark.remote import RemoteError
 from .targets import get_target
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def full_cost_s(backbones, n_train: int, epochs: int) -> float:
 
 def sweep(cfg: SweepConfig, *, resume: bool = False, force: bool = False, remote=None,
           progress: Progress | None = None) -> SweepResult:
-    """Run the sweep (see the module docstring). ``remote``: an edgetl.remote.Remote to bench on."""
+    """Run the sweep (see the module docstring). ``remote``: an edgetl.benchmark.remote.Remote to bench on."""
     from .data import load_imagefolder
 
     if resume and force:
@@ -150,9 +150,9 @@ def _start(cfg: SweepConfig, out: Path, resume: bool, force: bool) -> dict:
 
 def _one(cfg: SweepConfig, backbone: str, run_dir: Path, remote, progress: Progress) -> dict:
     """Fine-tune, export and bench one backbone; a failure is recorded, never raised."""
-    from .benchmark import bench
-    from .exporter import export
-    from .training import finetune
+    from .benchmark.orchestrate import bench
+    from .exporter.export_run import export
+    from .training.loop import finetune
 
     t0 = time.perf_counter()
     row: dict = {"backbone": backbone, "run": str(run_dir)}
@@ -175,7 +175,7 @@ def _one(cfg: SweepConfig, backbone: str, run_dir: Path, remote, progress: Progr
                            scenario=Scenario.multi_stream if multi else None, out=run_dir / "bench",
                            torch_reference=False)
         if remote is not None:
-            from .remote import bench_on
+            from .benchmark.remote import bench_on
 
             rep = bench_on(remote, b.path, bcfg, progress=progress)
         else:
@@ -224,7 +224,8 @@ def pareto(points: list[dict]) -> list[dict]:
 
 def _finish(cfg: SweepConfig, out: Path, state: dict, backbones: list[str]) -> SweepResult:
     from ._io import atomic_write
-    from .report import markdown_table, plot_sweep
+    from .report.plots import plot_sweep
+    from .report.tables import markdown_table
 
     target = get_target(cfg.target)
     rows = [state["backbones"][b] for b in backbones if b in state["backbones"]]

@@ -9,9 +9,10 @@ from conftest import run_cli
 from edgetl.benchmark import bench
 from edgetl.config import BenchConfig, ExportConfig
 from edgetl.errors import ConfigError
-from edgetl.quantize import PRESETS
+from edgetl.quantization.search import PRESETS
 from edgetl.runtime import Predictor, verify_bundle
-from edgetl.targets import get_target, host_preset, list_targets
+from edgetl.targets import get_target, list_targets
+from edgetl.runtime.cpu import host_preset
 
 
 def test_int8_bundle_is_verified_and_smaller(int8_bundle):
@@ -68,7 +69,7 @@ def test_peak_rss_is_the_fresh_process_not_its_parent(int8_bundle):
     size into the fresh process's figure."""
     import numpy as np
 
-    from edgetl.benchmark import _peak_rss_mb
+    from edgetl.benchmark.memory import peak_rss_mb as _peak_rss_mb
 
     b, _ = int8_bundle
     x = np.zeros((1, 3, 32, 32), np.float32)

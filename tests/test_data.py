@@ -6,7 +6,7 @@ from PIL import Image
 from conftest import make_image, make_imagefolder
 from edgetl.data import ImageCache, ImageDataset, load_imagefolder, stratified_sample, validate
 from edgetl.errors import DataError
-from edgetl.preprocess import Preprocess, load_image
+from edgetl.runtime.preprocess import Preprocess, load_image
 
 PP = Preprocess(crop=32, resize=36)
 

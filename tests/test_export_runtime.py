@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import REPO, make_image, run_cli, tree_hashes
-from edgetl.bundle import parse_manifest
+from edgetl.runtime.bundle import parse_manifest
 from edgetl.errors import ArtifactError, ConfigError, ExistsError, RuntimeInputError
 from edgetl.config import ExportConfig
 from edgetl.exporter import export

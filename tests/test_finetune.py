@@ -8,9 +8,10 @@ import torch
 
 from conftest import REPO, run_cli, tree_hashes
 from edgetl.errors import ArtifactError, ConfigError, ExistsError
-from edgetl.checkpoint import load_checkpoint, model_from_checkpoint
+from edgetl.zoo.checkpoint import load_checkpoint, model_from_checkpoint
 from edgetl.config import FinetuneConfig
-from edgetl.training import apply_freeze, finetune, set_train_mode
+from edgetl.training import finetune
+from edgetl.training.schedule import apply_freeze, set_train_mode
 from edgetl import zoo
 
 TINY = dict(backbone="mobilenet_v3_small", weights="none", image_size=32, workers=0, batch_size=8)
@@ -36,7 +37,7 @@ def test_linear_writes_self_describing_artifacts(tiny_data, tmp_path):
 
 def test_feature_cache_makes_second_run_skip_backbone(tiny_data, tmp_path, monkeypatch):
     finetune(cfg(tiny_data, tmp_path / "a", epochs=1))
-    import edgetl.features as ft
+    import edgetl.training.features as ft
 
     calls = []
     orig = ft.extract_features
@@ -48,7 +49,7 @@ def test_feature_cache_makes_second_run_skip_backbone(tiny_data, tmp_path, monke
 
 
 def test_cpu_features_come_from_onnxruntime_and_match_torch(tiny_data):
-    import edgetl.features as ft
+    import edgetl.training.features as ft
     from edgetl.data import ImageDataset, ImageCache, load_imagefolder
 
     m = zoo.create_model("mobilenet_v3_small", 2, weights="none").eval()
@@ -66,7 +67,7 @@ def test_cpu_features_come_from_onnxruntime_and_match_torch(tiny_data):
 
 
 def test_linear_resumes_from_a_head_only_last_checkpoint(tiny_data, tmp_path, monkeypatch):
-    import edgetl.training as ft
+    import edgetl.training.loop as ft
     from edgetl.errors import EdgetlError
 
     ref = finetune(cfg(tiny_data, tmp_path / "ref", epochs=4, lr=1e-2))
@@ -139,7 +140,7 @@ def test_label_smoothing_keeps_the_training_loss_off_zero(tiny_data, tmp_path):
 
 
 def test_warm_up_then_cosine_schedule():
-    from edgetl._schedule import lr_lambda
+    from edgetl.training.schedule import lr_lambda
 
     f = lr_lambda(FinetuneConfig(data=".", epochs=10, warmup_epochs=2), steps_per_epoch=5)
     ramp, rest = [f(i) for i in range(10)], [f(i) for i in range(10, 50)]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import SHARED
-from edgetl.preprocess import Preprocess, load_image
+from edgetl.runtime.preprocess import Preprocess, load_image
 
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/datasets (real photos)")
 

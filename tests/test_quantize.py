@@ -6,8 +6,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgetl.ptq import Recipe, channel_range_spread, equalize, logits, quantize
-from edgetl.quantize import PRESETS, QuantOptions, pick_variant, quantize_model
+from edgetl.quantization.recipes import Recipe, channel_range_spread, equalize, logits, quantize
+from edgetl.quantization.search import PRESETS, QuantOptions, pick_variant, quantize_model
 
 AVX2 = PRESETS["x86-avx2"]
 
@@ -148,7 +148,7 @@ def test_sensitivity_ranks_fused_layers_and_finds_the_fragile_one(tmp_path):
     the most sensitive layer, with its fused Clip in `nodes`."""
     import numpy as np
 
-    from edgetl.ptq import sensitivity
+    from edgetl.quantization.recipes import sensitivity
 
     pre = _fragile_model(tmp_path / "pre.onnx")
     x = np.random.default_rng(1).normal(0, 1, (16, 3, 8, 8)).astype(np.float32)
@@ -169,7 +169,7 @@ def test_agreement_target_sends_the_fragile_layer_back_to_float(tmp_path, monkey
     # the search keeps, of the variants that miss the target, the most faithful one no slower than fp32; this
     # model runs in microseconds, where that timing is noise (it failed a CI run so): every int8 variant is
     # made as fast, so what is tested is the accuracy rule
-    monkeypatch.setattr("edgetl.quantize.interleaved_latency",
+    monkeypatch.setattr("edgetl.quantization.search.interleaved_latency",
                         lambda models, x, **kw: [2.0] + [1.0] * (len(models) - 1))
 
     fp32 = _fragile_model(tmp_path / "m.onnx", classifier=True)
@@ -208,7 +208,7 @@ def test_qat_export_is_a_qdq_model_that_onnxruntime_runs_like_its_torch_forward(
     and after training steps; the export keeps the graph and writes new integers."""
     import torch
 
-    from edgetl.qat import QDQModule
+    from edgetl.quantization.qat import QDQModule
 
     rng = np.random.default_rng(4)
     fp32 = _classifier(tmp_path / "m.onnx", rng)

@@ -18,10 +18,11 @@ from conftest import run_cli
 from edgetl.benchmark import bench
 from edgetl.config import BenchConfig
 from edgetl.errors import DataError
-from edgetl.exporter import FP16_TOLERANCE
-from edgetl.remote import Remote, _remote_argv
+from edgetl.exporter.fp16 import FP16_TOLERANCE
+from edgetl.benchmark.remote import Remote, _remote_argv
 from edgetl.runtime import STAGES, Predictor, float16_unsupported, verify_bundle
-from edgetl.scenarios import camera_rig, sensors, sustained
+from edgetl.benchmark.rig import camera_rig
+from edgetl.benchmark.sustained import sensors, sustained
 from edgetl.targets import get_target
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "edgetl" / "schemas" / "bench.schema.json").read_text())
@@ -65,7 +66,7 @@ def test_fp16_export_has_float16_compute_float32_io_and_torch_float16_parity(bun
     p16 = b.parity["fp16"]
     assert p16["reference"] == "torch float16 forward" and p16["rel_diff"] <= FP16_TOLERANCE
     # the check is real: the float16 ONNX against torch's own float16 forward of the checkpoint, here
-    from edgetl.checkpoint import load_checkpoint, model_from_checkpoint
+    from edgetl.zoo.checkpoint import load_checkpoint, model_from_checkpoint
 
     model = model_from_checkpoint(load_checkpoint(run / "best.pt")).half()
     with np.load(b.path / "parity.npz") as z:
@@ -81,7 +82,7 @@ def test_fp16_export_has_float16_compute_float32_io_and_torch_float16_parity(bun
 
 
 def test_fp16_runs_only_where_a_provider_computes_in_float16(monkeypatch):
-    import edgetl.runtime as rt
+    import edgetl.runtime.cpu as rt
 
     assert float16_unsupported(["CUDAExecutionProvider", "CPUExecutionProvider"]) is None
     monkeypatch.setattr(rt.platform, "machine", lambda: "x86_64")
@@ -113,8 +114,10 @@ def test_every_variant_gets_an_end_to_end_row_whose_stages_add_up(bundle16, tmp_
     doc = json.loads((r.path / "bench.json").read_text())
     for v in ("fp32", "int8"):
         e = doc["variants"][v]["end_to_end"]
-        model, whole = doc["variants"][v]["latency"], e["latency"]
-        assert whole["p50_ms"] >= model["p50_ms"]  # decode + resize + crop + normalize come on top of the model
+        whole = e["latency"]
+        # decode + resize + crop + normalize come on top of the model's run, in the same calls (the model row
+        # is timed at another moment: on a loaded machine the two rows are not comparable call for call)
+        assert whole["p50_ms"] >= e["stages_p50_ms"]["run"] and whole["mean_ms"] > e["stages_mean_ms"]["run"]
         assert e["latency"]["runs"] >= 20 and set(e["stages_mean_ms"]) == set(STAGES)
         assert abs(e["unaccounted_ms"]) <= max(0.5, 0.1 * whole["mean_ms"])  # the stages add up, within timer noise
         assert abs(sum(e["shares"].values()) - 1) < 0.1 and 0 < e["model_share"] < 1
@@ -241,7 +244,7 @@ def test_the_cli_runs_rig_sustained_and_e2e_and_forwards_them_to_a_device(bundle
 
 
 def test_noise_larger_than_the_drift_is_called_noise():
-    from edgetl.scenarios import sustained_notes
+    from edgetl.benchmark.sustained import sustained_notes
 
     ivs = [{"t_s": i, "p50_ms": {"fp32": p}, "runs": {"fp32": 9}, "cpu_mhz": None, "temp_c": None}
            for i, p in enumerate((10.0, 7.5, 10.5, 8.0, 9.5))]

@@ -85,7 +85,7 @@ def test_lite_weights_are_real_imagenet_weights(name, size):
     each variant's own input size (the reference's res, center crop of res + 32, bicubic, (x-127)/128)."""
     import numpy as np
 
-    from edgetl.preprocess import load_image
+    from edgetl.runtime.preprocess import load_image
 
     spec = zoo.get_spec(name)
     assert (spec.preprocess.crop, spec.preprocess.resize, spec.preprocess.interpolation) == (size, size + 32, "bicubic")

@@ -1,1 +1,0 @@
-"""Architectures torchvision does not ship (built here, loaded with real weights by the zoo)."""

@@ -1,0 +1,80 @@
+"""End to end: encoded image bytes -> label through the device runtime's own code, with each stage's time."""
+from __future__ import annotations
+
+import io
+import itertools
+import logging
+
+import numpy as np
+
+from .._progress import Progress
+from ..config import BenchConfig
+from ..data.imagefolder import bench_samples
+from ..errors import RuntimeInputError
+from ..runtime import STAGES
+from ..runtime.preprocess import load_image
+from ..runtime.timing import interleaved, latency_stats
+
+log = logging.getLogger(__name__)
+
+
+def synthetic_jpegs(n: int = 8, size: tuple[int, int] = (640, 480), quality: int = 90) -> list[bytes]:
+    """Camera-like JPEG frames with no dataset: smooth random scenes, upsampled, as a camera encodes them."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(n):
+        small = rng.integers(0, 256, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(small).resize(size, Image.Resampling.BICUBIC).save(buf, "JPEG", quality=quality)
+        out.append(buf.getvalue())
+    return out
+
+
+def encoded_images(cfg: BenchConfig, n: int = 16) -> tuple[list[bytes], list[np.ndarray], str]:
+    """Encoded images (as files store them) for the end-to-end rows, the same decoded (the camera rig's
+    frames), and where they came from. Each is decoded once: unreadable files are skipped."""
+    blobs, frames = [], []
+    if cfg.data is not None:
+        samples = bench_samples(cfg.data, cfg.max_images)[0]
+        for s in samples[:: max(1, len(samples) // n)]:
+            b = s.path.read_bytes()
+            try:
+                frames.append(np.asarray(load_image(b)))
+            except RuntimeInputError:
+                continue
+            blobs.append(b)
+            if len(blobs) == n:
+                break
+        if blobs:
+            sizes = ", ".join(f"{f.shape[1]}x{f.shape[0]}" for f in frames[:4])
+            return blobs, frames, (f"{len(blobs)} photos of {cfg.data} as stored "
+                                   f"({np.mean([len(b) for b in blobs]) / 1e3:.0f} KB on average; e.g. {sizes})")
+    blobs = synthetic_jpegs()
+    return blobs, [np.asarray(load_image(b)) for b in blobs], (
+        f"{len(blobs)} synthetic 640x480 JPEG frames (quality 90, {np.mean([len(b) for b in blobs]) / 1e3:.0f} "
+        f"KB on average): pass --data for real photos")
+
+
+def end_to_end_rows(predictors: dict, images: list[bytes], cfg: BenchConfig, progress: Progress) -> dict:
+    """Encoded bytes -> label per variant through the runtime's own code (Predictor.predict_staged),
+    timed in interleaved rounds, with what each stage took."""
+    names = list(predictors)
+    stages: dict[str, list[dict]] = {v: [] for v in names}
+    fns = [(lambda p=p, it=itertools.cycle(images): p.predict_staged(next(it))) for p in predictors.values()]
+    with progress.task(f"end-to-end, {len(names)} variant(s), interleaved", total=None):
+        # blocks of min_runs/3 calls (an image is ms, not us: a time budget would make short benches long)
+        samples = interleaved(fns, rounds=3, calls=-(-cfg.min_runs // 3), warmup=min(cfg.warmup, 5),
+                              min_runs=cfg.min_runs, min_time=cfg.min_time,
+                              on_call=lambda i, res: stages[names[i]].append(res[1]))
+    rows = {}
+    for v, ts in zip(names, samples):
+        mean = float(np.mean(ts))
+        st = {s: [d[s] for d in stages[v]] for s in STAGES}
+        means = {s: float(np.mean(st[s])) for s in STAGES}
+        rows[v] = {"latency": latency_stats(ts, 1), "samples_ms": [round(t, 4) for t in ts],
+                   "stages_mean_ms": means, "stages_p50_ms": {s: float(np.median(st[s])) for s in STAGES},
+                   "shares": {s: means[s] / mean for s in STAGES}, "model_share": means["run"] / mean,
+                   "unaccounted_ms": mean - sum(means.values())}
+    return rows

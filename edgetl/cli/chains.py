@@ -1,0 +1,113 @@
+"""edgetl sweep, demo: whole chains (fine-tune -> export -> bench) in one command."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .common import ForceOpt, JsonOpt, _RE, _SW, _choice, _fmt, _progress, app, console, print_json
+from ..config import Strategy
+
+
+# --- sweep --------------------------------------------------------------------------------------
+
+@app.command()
+def sweep(
+    data: Annotated[Path, typer.Argument(help="ImageFolder tree (as for edgetl finetune).")],
+    target: Annotated[str, typer.Option(help="Device profile (see `edgetl targets`) or a target JSON file.")] = _SW.target,
+    backbones: Annotated[Optional[str], typer.Option(help="Comma-separated backbones (default: every one with "
+                                                          "pretrained weights on this machine).")] = None,
+    strategy: Annotated[str, _choice(Strategy, "Fine-tuning per backbone (full: says what it will cost first).")] = _SW.strategy.value,
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs per backbone.")] = _SW.epochs,
+    headroom: Annotated[float, typer.Option(help="Share of the deadline and memory budget to keep free.")] = _SW.headroom,
+    qat: Annotated[bool, typer.Option("--qat", help="export --int8 --qat for every backbone.")] = _SW.qat,
+    bench_time: Annotated[float, typer.Option(help="Timed seconds per variant in each bench.")] = _SW.bench_min_time,
+    out: Annotated[Optional[Path], typer.Option(help="Sweep folder (default models/sweep-<data>-<target>).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the sweep in --out (after Ctrl-C).")] = False,
+    on: Annotated[Optional[str], typer.Option("--on", help="Bench on this device over ssh (see edgetl bench --on).")] = None,
+    ssh_option: Annotated[Optional[list[str]], typer.Option("--ssh-option", help="More ssh arguments (repeatable).")] = None,
+    remote_edgetl: Annotated[str, typer.Option(help="The device's edgetl.")] = _RE.edgetl,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+):
+    """Which backbone for this target: linear probe, export --int8 and bench each, then one table,
+    a plot and the most accurate variant that meets the deadline with headroom.
+
+    Examples:
+      1. edgetl sweep photos/ --target rpi5
+      2. edgetl sweep photos/ --target host --backbones efficientnet_lite0,timm/mobilenetv4_conv_small
+      3. edgetl sweep photos/ --target rpi5 --out models/sweep --resume           (after Ctrl-C)
+      4. edgetl sweep photos/ --target rpi5 --on pi@robot.local                   (bench on the real Pi)
+    """
+    from ..sweeps import SweepConfig, sweep as run_sweep
+
+    cfg = SweepConfig(data=data, target=target, backbones=tuple(b.strip() for b in backbones.split(",") if b.strip())
+                      if backbones else None, strategy=strategy, epochs=epochs, headroom=headroom, qat=qat,
+                      bench_min_time=bench_time, out=out)
+    remote = None
+    if on:
+        from ..benchmark.remote import Remote
+
+        remote = Remote(on, tuple(ssh_option or ()), edgetl=remote_edgetl).resolved()
+    r = run_sweep(cfg, resume=resume, force=force, remote=remote, progress=_progress(as_json))
+    if as_json:
+        print_json(json.loads((r.path / "sweep.json").read_text()))
+        return
+    t = Table(title=f"edgetl sweep · {data} · {target}")
+    for col in ("backbone", "variant", "top-1", "p50 ms", "p90 ms", "size MB", "meets deadline"):
+        t.add_column(col, justify="right")
+    for row in r.rows:
+        for v, x in row.get("variants", {}).items():
+            rec = r.recommendation and (r.recommendation["backbone"], r.recommendation["variant"]) == (row["backbone"], v)
+            t.add_row(("[bold]" if rec else "") + row["backbone"], v, _fmt(x["top1"], ".3f"), _fmt(x["p50_ms"]),
+                      _fmt(x["p90_ms"]), _fmt(x["size_mb"]), "yes" if x["p90_ms"] * (1 + headroom) <= r.summary_deadline
+                      else "no")
+    console.print(t)
+    for s in r.skipped:
+        console.print(f"[yellow]skipped {s['backbone']}:[/yellow] {escape(str(s['reason']))}")
+    console.print(f"[bold]{escape(r.summary)}[/bold]")
+    console.print(f"table: {r.path / 'sweep.md'}  plot: {r.path / 'sweep.png'}  runs and bundles: {r.path}")
+
+
+# --- demo ---------------------------------------------------------------------------------------
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("models/demo"),
+    force: Annotated[bool, typer.Option("--force/--no-force", help="Overwrite an earlier demo run.")] = True,
+    qat: Annotated[bool, typer.Option("--qat/--no-qat", help="QAT where PTQ misses 99% agreement "
+                                                             "(about two minutes more; without it PTQ alone loses "
+                                                             "2 of the 90 val images here, which --max-drop refuses).")] = True,
+):
+    """The whole chain on the built-in TrashNet subset: offline, real weights, a few minutes on 2 cores."""
+    from ..demo import demo as run_demo
+
+    r = run_demo(out, force=force, qat=qat, progress=_progress(False))
+    q = r["bundle"].quantization
+    host, pi = r["bench"]["host"], r["bench"]["rpi5"]
+    t = Table(title="edgetl demo: efficientnet_lite0 on trashnet_mini (6 classes)")
+    for col in ("variant", "top-1", "agree", "p50 host", "p50 rpi5*", "MB", "host", "rpi5"):
+        t.add_column(col, justify="right")
+    for v in ("fp32", "int8"):
+        h, p_ = host.variants[v], pi.variants[v]
+        t.add_row(v, f"{h['top1']:.3f}", f"{h['agreement']:.3f}", f"{h['latency']['p50_ms']:.2f}",
+                  f"{p_['latency']['p50_ms']:.2f}", f"{h['size_mb']:.2f}", h["status"], p_["status"])
+    console.print(t)
+    console.print(escape(q["verdict"]))
+    pr_ = r["promise"]
+    mark = lambda ok: "[green]yes[/green]" if ok else "[red]no[/red]"  # noqa: E731
+    console.print(f"int8 on this host: {pr_['smaller']:.1f}x smaller ({mark(pr_['met']['size'])}: >= 3.5x), "
+                  f"{pr_['speed']:.2f}x the fp32 p50 ({mark(pr_['met']['speed'])}: <= 1.00x), agreeing on "
+                  f"{100 * (pr_['agreement'] or 0):.1f}% of the val images ({mark(pr_['met']['agreement'])}: >= 99%)")
+    for ph, pr in r["predictions"]:
+        console.print(f"predict {ph.parent.name}/{ph.name}: [bold]{pr.label}[/bold] ({pr.prob:.2f})")
+    console.print(f"verify: {'[green]PASS[/green]' if r['verify']['ok'] else '[red]FAIL[/red]'}")
+    console.print("* rpi5 emulated on this host (threads capped at its cores): edgetl bench --on a Pi measures it")
+    console.print(f"reports: {host.path / 'report.md'}, {pi.path / 'report.md'}")
+    plots = [host.path / "latency.png", host.path / "accuracy_vs_latency.png", r["bundle"].path / "sensitivity.png",
+             r["run"].out / "curves.png"]
+    console.print("plots: " + ", ".join(str(p) for p in plots if p.is_file()))

@@ -1,0 +1,1 @@
+"""Plots (``plots``) and Markdown tables (``tables``) that every stage writes; matplotlib is optional."""
