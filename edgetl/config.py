@@ -20,7 +20,7 @@ from pathlib import Path
 from ._config import coerce_enums
 from .errors import ConfigError
 from .runtime.preprocess import Preprocess
-from .targets import get_target
+from .targets import get_target, parse_frame_size
 
 
 def field_defaults(cls) -> types.SimpleNamespace:
@@ -239,6 +239,16 @@ class Scenario(str, enum.Enum):
     offline = "offline"
 
 
+class FrameSource(str, enum.Enum):
+    raw = "raw"  # decoded frames (a CSI / GMSL camera, or a driver that decodes)
+    mjpeg = "mjpeg"  # the camera's JPEG bytes, decoded by the worker (a USB camera's MJPEG stream)
+
+
+class Trigger(str, enum.Enum):
+    synced = "synced"  # every camera captures at the same instants (hardware sync: the worst case)
+    staggered = "staggered"  # phases spread over the frame period (free-running cameras)
+
+
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
     """Options of ``edgetl bench``; written to ``bench.json``."""
@@ -257,11 +267,25 @@ class BenchConfig:
     torch_reference: bool = True
     end_to_end: bool = True  # also time encoded image bytes -> label (decode, resize, crop, normalize, run, top-k)
     streams: int | None = None  # default: the target's
-    rig_seconds: float = 10.0  # camera-rig: how long the streams run, per variant
+    streams_max: bool = False  # camera-rig: search the most streams that PASS (--streams max)
+    rig_seconds: float = 10.0  # camera-rig: how long the streams run, per variant and repeat
+    repeats: int = 3  # camera-rig: full runs; the verdict is the worst one's
+    frame_size: str | None = None  # WIDTHxHEIGHT of the camera frames (default: the target's resolution, else
+    #                                the photos as stored / 640x480 synthetic frames)
+    frames: FrameSource = FrameSource.raw
+    trigger: Trigger = Trigger.synced
+    fast_decode: bool = False  # JPEG decoded at a reduced DCT scale (opt-in: not the training tensor)
     duration: float | None = None  # a sustained run of this many seconds (p50 per interval, drift, CPU clock/temp)
 
     def __post_init__(self):
-        coerce_enums(self, {"scenario": Scenario})
+        coerce_enums(self, {"scenario": Scenario, "frames": FrameSource, "trigger": Trigger})
+        if self.frame_size is not None:
+            parse_frame_size(self.frame_size)
+        if not 1 <= self.repeats <= 100:
+            raise ConfigError(f"--repeats {self.repeats}: use 1..100 full runs of the camera rig")
+        if self.streams_max and self.scenario not in (None, Scenario.camera_rig):
+            raise ConfigError(f"--streams max searches the camera rig: drop --scenario {self.scenario.value} "
+                              f"(or use --scenario camera-rig)")
         if self.min_runs < 1 or self.min_time < 0 or self.warmup < 0:
             raise ConfigError("--min-runs must be >= 1, --min-time and warm-up >= 0")
         if self.streams is not None and not 1 <= self.streams <= 64:
@@ -273,4 +297,6 @@ class BenchConfig:
         for name in ("data", "out"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)).expanduser().absolute())
+        if str(self.target).endswith(".json"):  # a target file: ~ expanded, absolute (bench --on sends it)
+            object.__setattr__(self, "target", str(Path(self.target).expanduser().absolute()))
         get_target(self.target)  # unknown target -> clear error now

@@ -21,7 +21,9 @@ from edgetl.errors import DataError
 from edgetl.exporter.fp16 import FP16_TOLERANCE
 from edgetl.benchmark.remote import Remote, _remote_argv
 from edgetl.runtime import STAGES, Predictor, float16_unsupported, verify_bundle
+from edgetl._progress import SILENT
 from edgetl.benchmark.rig import camera_rig
+from edgetl.benchmark.serving import SERVING, streams_max
 from edgetl.benchmark.sustained import sensors, sustained
 from edgetl.targets import get_target
 
@@ -146,11 +148,12 @@ def test_camera_rig_from_the_bench_reports_each_stream_and_passes_an_easy_deadli
     b, data, _ = bundle16
     t = _target(tmp_path, streams=3, fps=8, deadline_ms=2000)
     r = bench(b.path, BenchConfig(target=t, data=data, min_runs=3, min_time=0.0, rss=False, rig_seconds=0.5,
-                                  end_to_end=False, torch_reference=False, out=tmp_path / "r"))
+                                  repeats=1, end_to_end=False, torch_reference=False, out=tmp_path / "r"))
     assert r.scenario == "camera-rig"  # the default for a target with several streams
     for v in ("fp32", "int8"):
         rig = r.variants[v]["rig"]
-        assert rig["mode"] in ("shared", "per-stream") and set(rig["probes"]) == {"shared", "per-stream"}
+        assert rig["serving"] in SERVING and set(rig["probes"]) <= set(SERVING) and len(rig["probes"]) >= 3
+        assert rig["mode"] == rig["probes"][rig["serving"]]["mode"] and len(rig["repeats"]) == 1
         assert len(rig["streams"]) == 3 and all(s["captured"] == 4 for s in rig["streams"])
         # a stall of the machine longer than a frame (125 ms) may drop one; the verdict follows the counts
         assert all(s["p99_ms"] < 2000 and s["answered"] >= 3 and s["late"] == 0 for s in rig["streams"])
@@ -167,12 +170,13 @@ def test_a_rig_deadline_that_cannot_be_met_fails_with_the_misses_counted(bundle1
     b, _, _ = bundle16
     t = _target(tmp_path, streams=3, fps=30, deadline_ms=0.001)
     r = bench(b.path, BenchConfig(target=t, min_runs=3, min_time=0.0, rss=False, rig_seconds=0.5, end_to_end=False,
-                                  torch_reference=False, out=tmp_path / "f"))
+                                  repeats=2, torch_reference=False, out=tmp_path / "f"))
     for v in ("fp32", "int8"):
         rig = r.variants[v]["rig"]
         assert r.variants[v]["status"] == "FAIL" and not rig["pass"]
         assert rig["missed"] == rig["captured"] == 3 * 15
         assert all(s["late"] == s["answered"] > 0 and not s["pass"] for s in rig["streams"])
+        assert [x["pass"] for x in rig["repeats"]] == [False, False] and rig["spread"]["missed"] == [45, 45]
     assert "FAIL" in r.verdict
 
 
@@ -231,16 +235,83 @@ def test_the_cli_runs_rig_sustained_and_e2e_and_forwards_them_to_a_device(bundle
     b, _, _ = bundle16
     # a lone .onnx (no torch reference to load): the command line as a user types it
     p = run_cli("bench", b.path / "model.int8.onnx", "--target", "robot-4cam", "--streams", "2", "--rig-seconds",
-                "0.25", "--duration", "1", "--min-runs", "3", "--min-time", "0", "--no-rss", "--out", tmp_path / "c")
+                "0.25", "--repeats", "2", "--frame-size", "320x240", "--frames", "mjpeg", "--trigger", "staggered",
+                "--duration", "1", "--min-runs", "3", "--min-time", "0", "--no-rss", "--out", tmp_path / "c")
     assert p.returncode == 0, p.stderr
     assert "camera rig int8: 2 stream(s) at 30 FPS" in " ".join(p.stdout.split())
     assert "sustained 1 s: drift" in p.stdout and "end-to-end int8: the model is" in p.stdout
     doc = json.loads((tmp_path / "c" / "bench.json").read_text())
     assert doc["scenario"] == "camera-rig" and doc["target"]["streams"] == 2
+    rig = doc["variants"]["int8"]["rig"]
+    assert rig["trigger"] == "staggered" and len(rig["repeats"]) == 2 and rig["streams_n"] == 2
+    assert "camera frames of 320x240 (JPEG bytes" in doc["images"] and "320x240" in p.stdout
     argv = _remote_argv(Remote("dev"), "/r", BenchConfig(streams=3, duration=60, rig_seconds=5, end_to_end=False))
     assert argv[argv.index("--streams") + 1] == "3" and float(argv[argv.index("--duration") + 1]) == 60
     assert "--no-e2e" in argv and float(argv[argv.index("--rig-seconds") + 1]) == 5
     assert "--rig-seconds" not in _remote_argv(Remote("dev"), "/r", BenchConfig())  # (older device edgetls)
+    argv = _remote_argv(Remote("dev"), "/r", BenchConfig(streams_max=True, frame_size="1280x720", frames="mjpeg",
+                                                          trigger="staggered", repeats=5, fast_decode=True))
+    for flag, value in (("--streams", "max"), ("--frame-size", "1280x720"), ("--frames", "mjpeg"),
+                        ("--trigger", "staggered"), ("--repeats", "5")):
+        assert argv[argv.index(flag) + 1] == value
+    assert "--fast-decode" in argv
+
+
+def _costly(ms: float, per_item_ms: float = 0.0, lock=None):
+    """A worker callable of known cost (sleep: the same on a loaded machine); ``lock``: one core's worth."""
+    import contextlib
+
+    def fn(x):
+        n = len(x) if isinstance(x, list) else 1
+        with lock or contextlib.nullcontext():
+            time.sleep((ms + per_item_ms * n) / 1e3)
+    return fn
+
+
+def test_rig_workers_of_known_cost_exactly_one_serving_way_passes():
+    """3 cameras at 10 FPS, 100 ms deadline, 40 ms a frame: a worker per camera keeps up; one worker for
+    all three needs 120 ms a period and falls behind; a batch of three costs 30 + 3 x 30 ms, too late.
+    (Sleeps, with margins of 20 ms and more: the verdicts hold on a loaded machine.)"""
+    frames = [np.zeros((4, 4, 3), np.uint8)]
+    kw = dict(fps=10, deadline_ms=100, seconds=1.5, warmup=0)
+    per_stream = camera_rig([_costly(40)] * 3, frames, **kw)
+    pool1 = camera_rig([_costly(40)], frames, streams=3, mode="pool", **kw)
+    batch = camera_rig([_costly(30, 30)], frames, streams=3, mode="batch", **kw)
+    assert [per_stream["pass"], pool1["pass"], batch["pass"]] == [True, False, False]
+    assert pool1["missed"] > 5 and all(s["late"] + s["dropped"] > 0 for s in pool1["streams"])  # (round robin)
+    assert batch["mode"] == "batch" and all(s["late"] + s["dropped"] > 5 for s in batch["streams"])
+    # staggered cameras spread the work over the period: one worker at 25 ms a frame never queues
+    stag = camera_rig([_costly(25)], frames, streams=3, mode="pool", trigger="staggered", **kw)
+    assert stag["pass"] and stag["trigger"] == "staggered" and stag["worst_p99_ms"] < 60
+
+
+def test_streams_max_finds_the_most_streams_a_serialised_worker_sustains():
+    """Every call holds one lock for 40 ms a frame (one core's worth of work) at 10 FPS, 100 ms deadline:
+    2 streams fit a period, 3 do not; the search says 2, having seen 2 pass and 3 fail."""
+    import threading
+
+    lock = threading.Lock()
+
+    class Fake:
+        predict = staticmethod(_costly(0, 40, lock=lock))  # a batch of n: 40 n ms, as n frames in a row
+
+    target = dataclasses.replace(get_target("robot-4cam"), fps=10, deadline_ms=100)
+    r = streams_max(lambda v, n, spinning=None: Fake(), "int8", [np.zeros((4, 4, 3), np.uint8)], target, 2,
+                    BenchConfig(rig_seconds=1.0, repeats=1), progress=SILENT)
+    assert r["streams_max"] == 2, r["tried"]
+    assert r["tried"]["2"]["pass"] and not r["tried"]["3"]["pass"] and set(r["tried"]) == {"1", "2", "3", "4"}
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--frame-size", "0x0"], "--frame-size 0x0"), (["--frame-size", "abc"], "WIDTHxHEIGHT"),
+    (["--streams", "max", "--scenario", "offline"], "--streams max searches the camera rig"),
+    (["--streams", "many"], "--streams many"), (["--repeats", "0"], "--repeats 0"),
+])
+def test_bad_rig_options_are_one_line(bundle16, tmp_path, args, needle):
+    from conftest import assert_one_line_error
+
+    b, _, _ = bundle16
+    assert_one_line_error(run_cli("bench", b.path, *args, "--out", tmp_path / "x"), needle)
 
 
 def test_noise_larger_than_the_drift_is_called_noise():

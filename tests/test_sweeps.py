@@ -97,3 +97,20 @@ def test_full_fine_tuning_says_what_it_costs():
     lite0 = full_cost_s(["efficientnet_lite0"], 800, 10)
     assert 400 < lite0 < 800  # measured: 564 s for 800 images x 10 epochs on 2 AVX2 cores
     assert full_cost_s(["efficientnet_lite2"], 800, 10) > 1.5 * lite0
+
+
+def test_a_multi_camera_target_is_judged_by_its_rig_not_the_model_alone():
+    """robot-4cam: a model whose p90 fits 33 ms but whose 4-camera rig misses frames is not recommended; the
+    slower-looking one whose rig PASSes (preprocessing and queueing included) is."""
+    t = get_target("robot-4cam")
+    rows = [{"backbone": "a", "variants": {"int8": {"top1": 0.95, "p50_ms": 4.0, "p90_ms": 5.0, "size_mb": 3.0,
+                                                     "peak_rss_mb": None, "rig_pass": False, "rig_missed": 40,
+                                                     "rig_captured": 1200, "rig_worst_p99_ms": 61.0}}},
+            {"backbone": "b", "variants": {"int8": {"top1": 0.95, "p50_ms": 6.0, "p90_ms": 8.0, "size_mb": 4.0,
+                                                     "peak_rss_mb": None, "rig_pass": True, "rig_missed": 0,
+                                                     "rig_captured": 1200, "rig_worst_p99_ms": 22.0}}}]
+    best, _ = recommend(rows, t, 0.2)
+    assert best["backbone"] == "b"
+    rows[1]["variants"]["int8"]["rig_pass"] = False
+    best, closest = recommend(rows, t, 0.2)
+    assert best is None and closest["backbone"] == "b"  # the fewest frames missed

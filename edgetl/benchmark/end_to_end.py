@@ -1,4 +1,8 @@
-"""End to end: encoded image bytes -> label through the device runtime's own code, with each stage's time."""
+"""End to end: what a camera delivers -> label through the device runtime's own code, with each stage's time.
+
+What a camera delivers: encoded photos as stored (``--data``), synthetic JPEG frames, or, with a frame
+size (``--frame-size``, a target's ``resolution``), camera frames of that size, raw (uint8 HxWx3) or
+MJPEG (the JPEG bytes a USB camera sends); the camera rig is fed the same frames."""
 from __future__ import annotations
 
 import io
@@ -8,7 +12,7 @@ import logging
 import numpy as np
 
 from .._progress import Progress
-from ..config import BenchConfig
+from ..config import BenchConfig, FrameSource
 from ..data.imagefolder import bench_samples
 from ..errors import RuntimeInputError
 from ..runtime import STAGES
@@ -57,8 +61,44 @@ def encoded_images(cfg: BenchConfig, n: int = 16) -> tuple[list[bytes], list[np.
         f"KB on average): pass --data for real photos")
 
 
+def camera_frames(decoded: list[np.ndarray], size: tuple[int, int], source: FrameSource,
+                  quality: int = 90) -> list:
+    """Each image scaled to cover ``size`` (width, height) and center-cropped to it: the pixel count a camera
+    delivers, real content. ``raw``: uint8 HxWx3 arrays; ``mjpeg``: their JPEG bytes (quality 90)."""
+    from PIL import Image
+
+    out = []
+    for a in decoded:
+        img = Image.fromarray(a)
+        w, h = size
+        s = max(w / img.width, h / img.height)
+        nw, nh = max(w, round(img.width * s)), max(h, round(img.height * s))
+        left, top = (nw - w) // 2, (nh - h) // 2
+        img = img.resize((nw, nh), Image.Resampling.BILINEAR).crop((left, top, left + w, top + h))
+        if source == FrameSource.mjpeg:
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=quality)
+            out.append(buf.getvalue())
+        else:
+            out.append(np.asarray(img))
+    return out
+
+
+def rig_inputs(cfg: BenchConfig, size: tuple[int, int] | None, blobs: list[bytes], decoded: list[np.ndarray],
+               source_line: str) -> tuple[list, str]:
+    """The frames the end-to-end rows and the camera rig are fed, and a line saying what they are."""
+    if size is None:
+        if cfg.frames == FrameSource.mjpeg:
+            return blobs, f"{source_line}; as their JPEG bytes (--frames mjpeg)"
+        return decoded, f"{source_line}; decoded (--frames raw)"
+    frames = camera_frames(decoded, size, cfg.frames)
+    kind = "JPEG bytes, quality 90, decoded by the worker (--frames mjpeg)" if cfg.frames == FrameSource.mjpeg \
+        else "raw uint8 frames (--frames raw)"
+    return frames, f"{len(frames)} camera frames of {size[0]}x{size[1]} ({kind}) made from {source_line}"
+
+
 def end_to_end_rows(predictors: dict, images: list[bytes], cfg: BenchConfig, progress: Progress) -> dict:
-    """Encoded bytes -> label per variant through the runtime's own code (Predictor.predict_staged),
+    """Camera input -> label per variant through the runtime's own code (Predictor.predict_staged),
     timed in interleaved rounds, with what each stage took."""
     names = list(predictors)
     stages: dict[str, list[dict]] = {v: [] for v in names}

@@ -94,13 +94,23 @@ def _rig_lines(doc: dict) -> list[str]:
         probes = "; ".join(f"{m}: worst p99 {p['worst_p99_ms']:.1f} ms, {p['missed']} of {p['captured']} missed"
                            if p["worst_p99_ms"] is not None else f"{m}: nothing answered"
                            for m, p in rig["probes"].items())
-        lines += [f"**{v}**: {rig['summary']} ({rig['threads_per_session']} thread(s) each; probes of "
+        lines += [f"**{v}**: {rig['summary']} ({rig['trigger']} cameras; {rig['threads_per_session']} thread(s) per "
+                  f"session; probes of "
                   f"{rig['probe_seconds']:g} s: {probes}). Per frame: {rig['per_frame']}.", "",
                   markdown_table(["stream", "p50 ms", "p99 ms", "max ms", "answered", "dropped", "late", "FPS", "status"],
                                  [[s["stream"], s["p50_ms"] and round(s["p50_ms"], 2), s["p99_ms"] and round(s["p99_ms"], 2),
                                    s["max_ms"] and round(s["max_ms"], 2), f"{s['answered']} of {s['captured']}",
                                    s["dropped"], s["late"], round(s["fps"], 1), "PASS" if s["pass"] else "FAIL"]
                                   for s in rig["streams"]])]
+        if len(rig.get("repeats", [])) > 1:
+            lines += ["Runs: " + "; ".join(f"{i + 1}: {r['missed']} missed, worst p99 "
+                                           f"{'-' if r['worst_p99_ms'] is None else format(r['worst_p99_ms'], '.1f')} ms "
+                                           f"{'PASS' if r['pass'] else 'FAIL'}" for i, r in enumerate(rig["repeats"]))
+                      + " (the verdict is the worst run's).", ""]
+        if rig.get("streams_max"):
+            sm = rig["streams_max"]
+            lines += [f"**Streams max ({v})**: {sm['summary']}; tried " + ", ".join(
+                f"{n}: {'PASS' if t['pass'] else 'FAIL'} ({t['serving']})" for n, t in sm["tried"].items()) + ".", ""]
     return lines
 
 

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .common import JsonOpt, _BE, _RE, _choice, _fmt, _progress, app, console, print_json
-from ..config import BenchConfig, Scenario
+from ..config import BenchConfig, FrameSource, Scenario, Trigger
 
 
 # --- bench / targets ---------------------------------------------------------------------------------
@@ -24,18 +24,41 @@ def targets(
                                                                   "device (use it as --target FILE).")] = None,
     remote_edgetl: Annotated[str, typer.Option(help="With --probe: the device's edgetl (its python's onnxruntime "
                                                     "is the one probed).")] = _RE.edgetl,
+    gc: Annotated[Optional[str], typer.Option("--gc", help="Clean a device's edgetl cache: old runs, objects no "
+                                                           "kept run uses, interrupted copies.")] = None,
+    keep: Annotated[int, typer.Option(help="With --gc: the newest runs kept.")] = 3,
+    remote_cache: Annotated[str, typer.Option(help="With --gc: the cache folder on the device.")] = _RE.cache,
+    ssh_timeout: Annotated[float, typer.Option(help="Seconds a silent ssh link is given before the call "
+                                                    "ends.")] = _RE.ssh_timeout,
     as_json: JsonOpt = False,
 ):
-    """List the device profiles edgetl benches against (files in edgetl/targets/), or probe a device.
+    """List the device profiles edgetl benches against (files in edgetl/targets/), probe a device, or clean
+    what benches left on it.
 
     Examples:
       1. edgetl targets
       2. edgetl targets --probe pi@robot.local --write robot.json
+      3. edgetl targets --gc pi@robot.local --keep 2
     """
-    from ..targets import list_targets
+    from ..targets import list_targets, validate
 
-    if probe:
-        _probe(probe, tuple(ssh_option or ()), remote_edgetl, write, as_json)
+    if probe or gc:
+        from ..devices.ssh import Remote
+
+        dev = Remote(probe or gc, tuple(ssh_option or ()), edgetl=remote_edgetl, cache=remote_cache,
+                     ssh_timeout=ssh_timeout)
+        if gc:
+            from ..devices.transfer import gc as clean
+
+            r = clean(dev, keep)
+            if as_json:
+                print_json(r)
+            else:
+                console.print(f"{r['host']}:{r['cache']}: removed {r['runs_removed']} run(s), {r['objects_removed']} "
+                              f"object(s), {r['incoming_removed']} interrupted cop(ies); {r['bytes_freed'] / 1e6:.1f} "
+                              f"MB freed, {r['runs_kept']} run(s) kept")
+            return
+        _probe(dev, write, as_json, validate)
         return
 
     ts = list_targets()
@@ -55,21 +78,22 @@ def targets(
     console.print(t)
 
 
-def _probe(host: str, ssh_options: tuple, remote_edgetl: str, write: Path | None, as_json: bool) -> None:
+def _probe(dev, write: Path | None, as_json: bool, validate) -> None:
     import dataclasses
 
     from .._io import write_json
-    from ..benchmark.remote import Remote, closest_target, probe
+    from ..devices.probe import closest_target, probe
 
-    info = probe(Remote(host, ssh_options, edgetl=remote_edgetl))
+    host = dev.host
+    info = probe(dev)
     near = closest_target(info)
     if write:
         t = dataclasses.replace(near, name=write.stem, description=f"{info['hostname']}: {info['cpu']}, probed",
                                 arch=info["machine"], threads=info["cores"], quant_preset=info["int8_preset"],
                                 providers=tuple(p for p in near.providers if p in info["providers"])
                                 or ("CPUExecutionProvider",),
-                                memory_budget_mb=float(info["memory_mb"] // 2))
-        write_json(write, dataclasses.asdict(t))
+                                memory_budget_mb=float(max(1, info["memory_mb"] // 2)))
+        write_json(write, dataclasses.asdict(validate(t, str(write))))
     if as_json:
         print_json({**info, "closest_target": near.name, "written": str(write) if write else None})
         return
@@ -93,8 +117,22 @@ def bench(
     scenario: Annotated[Optional[str], _choice(Scenario, "Scenario (default: camera-rig, concurrent streams at the "
                                                          "target's FPS, for a target with several streams, else "
                                                          "single-stream; multi-stream batches the streams).")] = None,
-    streams: Annotated[Optional[int], typer.Option(help="Camera streams (default: the target's).")] = None,
-    rig_seconds: Annotated[float, typer.Option(help="camera-rig: seconds the streams run, per variant.")] = _BE.rig_seconds,
+    streams: Annotated[Optional[str], typer.Option(help="Camera streams (default: the target's), or 'max': the most "
+                                                        "streams that PASS, found by search.")] = None,
+    rig_seconds: Annotated[float, typer.Option(help="camera-rig: seconds the streams run, per variant and "
+                                                    "repeat.")] = _BE.rig_seconds,
+    repeats: Annotated[int, typer.Option(help="camera-rig: full runs; the verdict is the worst one's, with the "
+                                              "spread of misses and p99.")] = _BE.repeats,
+    frame_size: Annotated[Optional[str], typer.Option(help="Camera frame size WIDTHxHEIGHT for the rig and the "
+                                                           "end-to-end rows (default: the target's resolution, "
+                                                           "else photos as stored).")] = None,
+    frames: Annotated[str, _choice(FrameSource, "Camera frames: raw (decoded buffers) or mjpeg (JPEG bytes each "
+                                                "worker decodes, as from a USB camera).", "--frames")] = _BE.frames.value,
+    trigger: Annotated[str, _choice(Trigger, "synced: every camera captures at once (the worst case); staggered: "
+                                             "phases spread over the frame period.", "--trigger")] = _BE.trigger.value,
+    fast_decode: Annotated[bool, typer.Option("--fast-decode", help="Decode JPEGs at a reduced scale (>= 2x the "
+                                                                    "resize target): faster, not the training "
+                                                                    "tensor.")] = False,
     duration: Annotated[Optional[float], typer.Option(help="Also a sustained run of this many seconds: p50 per "
                                                            "interval, drift, CPU clock and temperature.")] = None,
     no_e2e: Annotated[bool, typer.Option("--no-e2e", help="Skip the end-to-end rows (image bytes -> label).")] = False,
@@ -112,8 +150,16 @@ def bench(
                                                                                  "e.g. --ssh-option=-i --ssh-option=key.")] = None,
     remote_edgetl: Annotated[str, typer.Option(help="The device's edgetl when it is not on its login PATH.")] = _RE.edgetl,
     remote_cache: Annotated[str, typer.Option(help="Cache folder on the device.")] = _RE.cache,
-    install: Annotated[bool, typer.Option("--install", help="With --on: if the device has no edgetl, install its "
-                                                            "base install into a venv in the device's cache.")] = False,
+    install: Annotated[bool, typer.Option("--install", help="With --on: if the device has no edgetl, install this "
+                                                            "very edgetl (a wheel of this install) into a venv "
+                                                            "in the device's cache.")] = False,
+    install_wheel: Annotated[Optional[Path], typer.Option(help="With --install: the edgetl wheel to install "
+                                                               "there.")] = None,
+    keep: Annotated[Optional[int], typer.Option(help="With --on: afterwards keep only the newest N runs on the "
+                                                     "device (old runs, unused objects, interrupted copies "
+                                                     "removed).")] = None,
+    ssh_timeout: Annotated[float, typer.Option(help="With --on: seconds a silent ssh link is given before the "
+                                                    "bench ends (the device's bench is stopped too).")] = _RE.ssh_timeout,
     as_json: JsonOpt = False,
 ):
     """Latency (p50/p90/p99), peak memory, size and accuracy parity of each variant on a target.
@@ -125,16 +171,22 @@ def bench(
       4. edgetl bench models/run/bundle --target rpi5 --on pi@robot.local --data photos/val   (on the real Pi)
       5. edgetl bench models/run --target robot-4cam --streams 3 --rig-seconds 30   (concurrent cameras)
       6. edgetl bench models/run --duration 600   (a 10-minute sustained run: does the board throttle?)
+      7. edgetl bench models/run --target vehicle-6cam --frame-size 1280x720 --frames mjpeg --trigger staggered
+      8. edgetl bench models/run --target robot-4cam --streams max   (how many cameras this board sustains)
     """
+    n_streams, search = _streams(streams)
     cfg = BenchConfig(target=target, data=data, scenario=scenario, threads=threads,
                       providers=tuple(p.strip() for p in providers.split(",")) if providers else None,
                       min_runs=min_runs, min_time=min_time, max_images=max_images, out=out, rss=not no_rss,
-                      end_to_end=not no_e2e, streams=streams, rig_seconds=rig_seconds, duration=duration)
+                      end_to_end=not no_e2e, streams=n_streams, streams_max=search, rig_seconds=rig_seconds,
+                      repeats=repeats, frame_size=frame_size, frames=frames, trigger=trigger,
+                      fast_decode=fast_decode, duration=duration)
     if on:
         from ..benchmark.remote import Remote, bench_on
 
-        dev = Remote(on, tuple(ssh_option or ()), edgetl=remote_edgetl, cache=remote_cache)
-        r = bench_on(dev, model, cfg, install_missing=install, progress=_progress(as_json))
+        dev = Remote(on, tuple(ssh_option or ()), edgetl=remote_edgetl, cache=remote_cache, ssh_timeout=ssh_timeout)
+        r = bench_on(dev, model, cfg, install_missing=install or install_wheel is not None, wheel=install_wheel,
+                     keep=keep, progress=_progress(as_json))
     else:
         from ..benchmark.orchestrate import bench as run_bench
 
@@ -143,6 +195,20 @@ def bench(
         print_json(json.loads((r.path / "bench.json").read_text()))
         return
     _print_bench(r)
+
+
+def _streams(text: str | None) -> tuple[int | None, bool]:
+    """--streams N | max -> (N, search)."""
+    if text is None:
+        return None, False
+    if text.strip().lower() == "max":
+        return None, True
+    try:
+        return int(text), False
+    except ValueError:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--streams {text}: use a number of camera streams (1..64) or 'max'") from None
 
 
 def _print_bench(r) -> None:
@@ -167,6 +233,8 @@ def _print_bench(r) -> None:
                   f"{', '.join(r.data['providers_used'])}")
     if r.accuracy.get("source"):
         console.print(f"accuracy: {r.accuracy['source']}")
+    if r.data.get("images"):
+        console.print(f"camera input: {escape(r.data['images'])}")
     for e in r.data["emulated"]:
         console.print(f"[yellow]emulated:[/yellow] {escape(e)}")
     for v, x in r.variants.items():
@@ -176,6 +244,8 @@ def _print_bench(r) -> None:
                           + ", ".join(f"{s} {ms:.2f}" for s, ms in e["stages_mean_ms"].items()) + " ms)")
         if x.get("rig"):
             console.print(f"camera rig {v}: {escape(x['rig']['summary'])}")
+            if x["rig"].get("streams_max"):
+                console.print(f"streams max {v}: {escape(x['rig']['streams_max']['summary'])}")
     for v, why in r.data.get("skipped", {}).items():
         console.print(f"[yellow]{v} not benched:[/yellow] {escape(why)}")
     if r.data.get("sustained"):

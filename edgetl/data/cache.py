@@ -30,32 +30,41 @@ def default_cache_dir() -> Path:
 
 
 class ImageCache:
-    """Decoded images resized to the preprocessing's shorter side, as .npy files on disk.
+    """Decoded images as .npy files on disk: resized to the preprocessing's shorter side (what augmentation
+    crops from), or, with ``frame=True``, the model's frame itself (``Preprocess.frame``: exactly what the
+    device computes, so every evaluation, calibration and parity tensor is the device's).
 
-    Keyed by absolute path, mtime, size, resize side and interpolation, so an edited photo
-    or a backbone with other preprocessing never reads a stale entry.
+    Keyed by absolute path, mtime, size, the preprocessing's resize, crop and interpolation and the kind,
+    so an edited photo or a backbone with other preprocessing never reads a stale entry.
     """
 
     def __init__(self, root: Path | None = None, enabled: bool = True):
         self.root = Path(root or default_cache_dir()) / "images"
         self.enabled = enabled
 
-    def key(self, path: Path, pp: Preprocess) -> Path:
+    def key(self, path: Path, pp: Preprocess, frame: bool = False) -> Path:
         st = path.stat()
-        raw = f"{path.resolve()}|{st.st_mtime_ns}|{st.st_size}|{pp.resize}|{pp.interpolation}|v1"
+        kind = f"frame{pp.crop}" if frame else "resized"
+        raw = f"{path.resolve()}|{st.st_mtime_ns}|{st.st_size}|{pp.resize}|{pp.interpolation}|{kind}|v2"
         h = hashlib.sha1(raw.encode()).hexdigest()
         return self.root / h[:2] / f"{h}.npy"
 
-    def load(self, path: Path, pp: Preprocess) -> Image.Image:
-        """The image resized to ``pp.resize`` (decoding only on a cache miss)."""
+    @staticmethod
+    def _make(path: Path, pp: Preprocess, frame: bool) -> Image.Image:
+        img = load_image(path)
+        return Image.fromarray(pp.frame(img)) if frame else pp.resize_image(img)
+
+    def load(self, path: Path, pp: Preprocess, *, frame: bool = False) -> Image.Image:
+        """The image resized to ``pp.resize`` (``frame``: the model's crop x crop frame), decoding only on
+        a cache miss."""
         if not self.enabled:
-            return pp.resize_image(load_image(path))
-        k = self.key(path, pp)
+            return self._make(path, pp, frame)
+        k = self.key(path, pp, frame)
         try:
             return Image.fromarray(np.load(k, allow_pickle=False))
         except (FileNotFoundError, ValueError, OSError, EOFError):
             pass
-        img = pp.resize_image(load_image(path))
+        img = self._make(path, pp, frame)
         k.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(k, durable=False) as tmp:  # a torn entry fails np.load and is decoded again
             with open(tmp, "wb") as f:
@@ -63,21 +72,22 @@ class ImageCache:
         return img
 
     def frames(self, samples: Sequence[Sample], pp: Preprocess) -> np.ndarray:
-        """The samples resized and center-cropped: uint8 [N, crop, crop, 3] (``pp.normalize`` makes inputs)."""
-        return np.stack([pp.center_crop(np.asarray(self.load(s.path, pp), np.uint8)) for s in samples])
+        """The samples' frames (``Preprocess.frame``): uint8 [N, crop, crop, 3] (``pp.normalize`` makes inputs)."""
+        return np.stack([np.asarray(self.load(s.path, pp, frame=True), np.uint8) for s in samples])
 
 
 def validate(samples: Sequence[Sample], pp: Preprocess, cache: ImageCache, *,
              workers: int | None = None, progress: Callable[[int], None] | None = None,
-             where: str = "") -> tuple[list[Sample], dict[str, int]]:
-    """Decode every sample once (filling the cache); drop the unreadable ones.
+             where: str = "", frame: bool = False) -> tuple[list[Sample], dict[str, int]]:
+    """Decode every sample once (filling the cache: the frames with ``frame``, else the resized images
+    augmentation crops from); drop the unreadable ones.
 
     Returns the readable samples and a reason -> count dict. One warning names the count and
     the first bad file, never one line per file.
     """
     def check(s: Sample):
         try:
-            cache.load(s.path, pp)
+            cache.load(s.path, pp, frame=frame)
             return None
         except RuntimeInputError as e:
             return str(e)

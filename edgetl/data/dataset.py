@@ -18,9 +18,10 @@ log = logging.getLogger(__name__)
 
 
 def build_transform(pp: Preprocess, augment: str = "none"):
-    """torchvision transform from a cached (already resized) PIL image to a normalised tensor.
+    """torchvision transform from a cached image to a normalised tensor.
 
-    ``none`` is exactly the eval transform (center crop + normalise), matching the runtime.
+    ``none`` takes the cached frame (``Preprocess.frame``, the device's) and only normalises it; the
+    augmentations crop from the cached resized image.
     """
     import torch
 
@@ -28,7 +29,7 @@ def build_transform(pp: Preprocess, augment: str = "none"):
         return torch.from_numpy(pp.normalize(np.asarray(img, dtype=np.uint8)))
 
     if augment == "none":
-        return lambda img: to_tensor(pp.center_crop(np.asarray(img, dtype=np.uint8)))
+        return lambda img: to_tensor(np.asarray(img, dtype=np.uint8))
     from torchvision import transforms as T  # (only augmentation needs it: ~2 s to import)
 
     interp = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
@@ -62,7 +63,7 @@ class ImageDataset:
         for k in range(len(self.samples)):
             s = self.samples[(i + k) % len(self.samples)]
             try:
-                return self.transform(self.cache.load(s.path, self.pp)), s.label
+                return self.transform(self.cache.load(s.path, self.pp, frame=self.augment == "none")), s.label
             except RuntimeInputError as e:
                 log.warning("%s", e)
         raise DataError("no readable images left in the dataset")

@@ -13,7 +13,7 @@ from .._progress import Progress
 from ..config import ExportConfig
 from ..data import ImageCache, eval_samples, stratified_sample, validate
 from ..errors import ArtifactError, DataError
-from ..runtime.bundle import onnx_metadata
+from ..runtime.bundle import format_version, onnx_metadata
 from ..runtime.preprocess import Preprocess
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ class Source:
     floats: np.ndarray  # float32 [N, 3, H, W], normalised
     y: np.ndarray  # labels [N]
     data_dir: Path
+    format_version: int = 1  # the bundle's (1 unless it will hold fp16): every model's metadata carries it
 
     @property
     def inputs(self) -> np.ndarray:
@@ -41,7 +42,7 @@ class Source:
     def metadata(self, ck_sha: str, embed: bool) -> dict[str, str]:
         return onnx_metadata(self.labels, self.pp, backbone=self.ck["backbone"],
                              weights_source=self.ck.get("weights_source"), version=__version__,
-                             checkpoint_sha256=ck_sha, embed_preprocess=embed)
+                             checkpoint_sha256=ck_sha, embed_preprocess=embed, format_version=self.format_version)
 
 
 def resolve_run(run: str | Path) -> tuple[Path, Path]:
@@ -71,10 +72,11 @@ def load_source(run_dir: Path, ck_path: Path, cfg: ExportConfig, progress: Progr
     samples = stratified_sample(samples, max(cfg.parity_images, cfg.eval_size if cfg.int8 else 0), seed=cfg.seed)
     cache = ImageCache()
     with progress.task("load validation images", total=len(samples)) as adv:
-        samples, _ = validate(samples, pp_train, cache, progress=adv, where=str(data_dir))
+        samples, _ = validate(samples, pp_train, cache, progress=adv, where=str(data_dir), frame=True)
     frames = cache.frames(samples, pp)  # [N,H,W,3]
+    variants = ["fp32"] + ["int8"] * bool(cfg.int8) + ["fp16"] * bool(cfg.fp16)
     return Source(run_dir, ck_path, ck, model, labels, pp, frames, pp.normalize(frames),
-                   np.array([s.label for s in samples]), data_dir)
+                  np.array([s.label for s in samples]), data_dir, format_version(variants))
 
 
 def prepared_inputs(src: Source, samples: list, where: Path, what: str, progress: Progress) -> np.ndarray:
@@ -82,7 +84,7 @@ def prepared_inputs(src: Source, samples: list, where: Path, what: str, progress
     cache = ImageCache()
     pp = dataclasses.replace(src.pp, layout="NCHW")
     with progress.task(what, total=len(samples)) as adv:
-        samples, _ = validate(samples, pp, cache, progress=adv, where=str(where))
+        samples, _ = validate(samples, pp, cache, progress=adv, where=str(where), frame=True)
     x = pp.normalize(cache.frames(samples, pp))
     if x.shape[1:] != src.floats.shape[1:]:
         raise DataError(f"{what} give inputs {x.shape[1:]}, the model takes {src.floats.shape[1:]}")

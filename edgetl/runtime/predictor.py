@@ -56,10 +56,14 @@ class Predictor:
         variant: 'auto' (int8 when present), 'fp32', 'int8' or 'fp16' (bundles only).
         providers: onnxruntime execution providers in fallback order; missing ones are skipped.
         threads: intra-op threads (0: onnxruntime's default).
+        spinning: onnxruntime's intra-op spin-wait (None: its default, on); off when many sessions share
+            few cores (a camera rig's workers).
+        fast_decode: decode JPEGs at a reduced DCT scale, at least twice the resize target (opt-in: faster,
+            not the tensor training saw; RESULTS.md measures what it moves).
     """
 
     def __init__(self, path: str | os.PathLike, *, variant: str = "auto", providers: Sequence[str] | None = None,
-                 threads: int = 0):
+                 threads: int = 0, spinning: bool | None = None, fast_decode: bool = False):
         path = Path(path)
         self.manifest: Manifest | None = None
         if path.is_dir():
@@ -80,7 +84,7 @@ class Predictor:
         else:
             raise ArtifactError(f"model not found: {path}; pass a bundle folder or a .onnx file")
         self.path, self.model_path, self.variant = path, model, variant
-        self.session, self.missing_providers = load_session(model, providers, threads)
+        self.session, self.missing_providers = load_session(model, providers, threads, spinning=spinning)
         where = str(model)
         labels, pp, embed, self.metadata = parse_onnx_metadata(
             self.session.get_modelmeta().custom_metadata_map, where)
@@ -88,6 +92,7 @@ class Predictor:
             raise ArtifactError(f"{where}: its labels differ from bundle.json's: re-export the bundle")
         self.labels: tuple[str, ...] = labels
         self.preprocess: Preprocess = pp
+        self._decode_for = pp if fast_decode else None  # load_image's fast_decode
         self.embed = embed
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -105,21 +110,25 @@ class Predictor:
         """One input -> a uint8 HxWx3 frame at the model's input size."""
         pp = self.preprocess
         if isinstance(x, (str, os.PathLike, bytes, bytearray, memoryview)):  # a file, or encoded bytes (JPEG, PNG)
-            return pp.frame(load_image(x))
+            return pp.frame(load_image(x, fast_decode=self._decode_for))
         if isinstance(x, Image.Image):
             return pp.frame(to_rgb(x))
         if isinstance(x, np.ndarray):
-            if x.dtype != np.uint8:
-                raise RuntimeInputError(f"image arrays must be uint8 HxWx3 RGB, got dtype {x.dtype}")
-            if x.ndim == 2:
-                x = np.repeat(x[:, :, None], 3, axis=2)
-            if x.ndim != 3 or x.shape[2] != 3:
-                raise RuntimeInputError(f"image arrays must be HxWx3 (RGB), got shape {x.shape}; "
-                                        f"convert grayscale/RGBA to RGB first")
             # every size goes through resize + crop, a crop x crop frame included: the same frame saved
             # as a file is resized then cropped too, and both must give the same logits
-            return pp.frame(Image.fromarray(x))
+            return pp.frame(Image.fromarray(self._checked_array(x)))
         raise RuntimeInputError(f"cannot predict on {type(x).__name__}: pass a path, a PIL image or a uint8 array")
+
+    @staticmethod
+    def _checked_array(x: np.ndarray) -> np.ndarray:
+        if x.dtype != np.uint8:
+            raise RuntimeInputError(f"image arrays must be uint8 HxWx3 RGB, got dtype {x.dtype}")
+        if x.ndim == 2:
+            x = np.repeat(x[:, :, None], 3, axis=2)
+        if x.ndim != 3 or x.shape[2] != 3:
+            raise RuntimeInputError(f"image arrays must be HxWx3 (RGB), got shape {x.shape}; "
+                                    f"convert grayscale/RGBA to RGB first")
+        return x
 
     def prepare(self, inputs: Any) -> np.ndarray:
         """Inputs -> the model's input batch (float NCHW, or uint8 NHWC with embedded preprocessing)."""
@@ -166,13 +175,19 @@ class Predictor:
                                   tuple((self.labels[i], float(p[i])) for i in idx)))
         return out
 
-    def predict_staged(self, image: bytes | str | os.PathLike, top_k: int = 5) -> tuple[Prediction, dict[str, float]]:
-        """``predict`` on one encoded image (bytes or a file), and the ms each of its steps took
-        (``STAGES``: decode, resize, crop, normalize, run, postprocess) -- the same code predict runs."""
+    def predict_staged(self, image: bytes | str | os.PathLike | np.ndarray, top_k: int = 5
+                       ) -> tuple[Prediction, dict[str, float]]:
+        """``predict`` on one camera input -- encoded bytes, a file, or a raw uint8 HxWx3 frame -- and the ms
+        each of its steps took (``STAGES``: decode, resize, crop, normalize, run, postprocess): the same code
+        predict runs. "decode" of a raw frame wraps its buffer as an image; "resize" resamples only the
+        columns that survive the crop, so "crop" is what is left: the rows, and the frame as an array."""
         pp, t = self.preprocess, [time.perf_counter()]
-        img = load_image(image)
+        if isinstance(image, np.ndarray):
+            img = Image.fromarray(self._checked_array(image))
+        else:
+            img = load_image(image, fast_decode=self._decode_for)
         t.append(time.perf_counter())
-        img = pp.resize_image(img)
+        img = pp.resample(img)  # resized, only the columns that survive the crop
         t.append(time.perf_counter())
         frame = pp.center_crop(np.asarray(img, dtype=np.uint8))
         t.append(time.perf_counter())

@@ -7,15 +7,27 @@ device runtime and the training code share one definition of "how an image becom
     pp = Preprocess(resize=256, crop=224)
     x = pp.apply(load_image("cat.jpg"))      # float32 [3, 224, 224], normalised
 
-The steps mirror torchvision's eval transform exactly: ``Resize(resize)`` on the shorter side
-(PIL resampling, which always antialiases), ``CenterCrop(crop)``, ``ToTensor``, ``Normalize``.
+The steps are torchvision's eval transform: ``Resize(resize)`` on the shorter side (PIL resampling,
+which always antialiases), ``CenterCrop(crop)``, ``ToTensor``, ``Normalize``. Two ways compute them:
+
+- the reference, ``resize_image`` then ``center_crop`` (what training's cache and torchvision do);
+- ``frame``, what every stage runs (training's evaluation, export, the device): only the columns that
+  survive the crop are resampled (``Image.resize(box=...)``: the same filter at the same scale and
+  centres), then the rows are cropped. PIL's fixed-point weights can round a pixel one grey level apart
+  from the reference (tests/test_preprocess_parity.py holds it to that, and top-1 to equal, on the
+  shared datasets' photos; RESULTS.md has the figures).
+
+``normalize`` reads a 256-entry table per channel computed with the reference formula, so its floats
+are the reference's bit for bit, written straight into the NCHW layout (no float passes, no transpose).
+
+Opt-in and not the training tensor (``fast_decode``): JPEG decoded at a reduced DCT scale
+(``Image.draft``) while the decoded image stays at least twice the resize target.
 """
 from __future__ import annotations
 
 import dataclasses
 import io
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +41,10 @@ MAX_IMAGE_PIXELS = 89_478_485
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+# The Pillow plugins that may parse input bytes (a camera's or a network client's): nothing else is tried,
+# so an EPS, PDF or other file never reaches Ghostscript or a rarely audited decoder.
+ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "GIF", "TIFF", "PPM")
+_ORIENTATION = 0x0112  # EXIF tag
 
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -65,6 +81,10 @@ class Preprocess:
             raise ArtifactError("preprocessing needs 3 means and 3 positive stds")
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        # [3, 256]: channel c's normalised value of each grey level, by the reference formula (bit-exact)
+        levels = np.arange(256, dtype=np.float32) / np.float32(255.0)
+        lut = (levels[None, :] - np.asarray(self.mean, np.float32)[:, None]) / np.asarray(self.std, np.float32)[:, None]
+        object.__setattr__(self, "_lut", np.ascontiguousarray(lut, dtype=np.float32))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -83,13 +103,16 @@ class Preprocess:
             raise ArtifactError(f"malformed preprocessing {d!r}: {e}") from None
 
     # -- the steps, each usable alone -------------------------------------------------------
-    def resize_image(self, img: Image.Image) -> Image.Image:
-        """Resize so the shorter side is ``resize`` (torchvision's rounding: int() truncation)."""
-        w, h = img.size
+    def resized_size(self, w: int, h: int) -> tuple[int, int]:
+        """(width, height) with the shorter side at ``resize`` (torchvision's rounding: int() truncation)."""
         short, long = (w, h) if w <= h else (h, w)
         new_short, new_long = self.resize, int(self.resize * long / short)
-        size = (new_short, new_long) if w <= h else (new_long, new_short)
-        if size == (w, h):
+        return (new_short, new_long) if w <= h else (new_long, new_short)
+
+    def resize_image(self, img: Image.Image) -> Image.Image:
+        """Resize so the shorter side is ``resize`` (the reference step; ``frame`` fuses it with the crop)."""
+        size = self.resized_size(*img.size)
+        if size == img.size:
             return img
         return img.resize(size, _RESAMPLE[self.interpolation])
 
@@ -105,24 +128,63 @@ class Preprocess:
         left = int(round((w - c) / 2.0))
         return arr[top : top + c, left : left + c]
 
+    def column_box(self, w: int, h: int) -> tuple[float, float, float, float] | None:
+        """The columns of a w x h image that survive resize + center crop, as a box in its own pixels (full
+        height), or None when no resize is needed."""
+        nw, nh = self.resized_size(w, h)
+        if (nw, nh) == (w, h):
+            return None
+        left = int(round((nw - self.crop) / 2.0))
+        sx = w / nw
+        return (left * sx, 0.0, (left + self.crop) * sx, float(h))
+
+    def resample(self, img: Image.Image) -> Image.Image:
+        """Resize, computing only the columns that survive the center crop (crop x resized height); the
+        rows are cropped after (``center_crop``). The image as it is when it needs no resize."""
+        box = self.column_box(*img.size)
+        if box is None:
+            return img
+        # (a box in both directions saves the cropped rows too, but Pillow's vertical pass with a box moved
+        # bicubic pixels by up to 13 grey levels on real photos; the column box keeps them within 1)
+        return img.resize((self.crop, self.resized_size(*img.size)[1]), _RESAMPLE[self.interpolation], box=box)
+
     def frame(self, img: Image.Image) -> np.ndarray:
-        """Resize + crop: the uint8 HWC frame an embedded-preprocess model takes."""
+        """The uint8 crop x crop x 3 frame (what an embedded-preprocess model takes)."""
+        return self.center_crop(np.asarray(self.resample(img), dtype=np.uint8))
+
+    def reference_frame(self, img: Image.Image) -> np.ndarray:
+        """Resize the whole image, then crop: training's (and torchvision's) order of the same steps."""
         return self.center_crop(np.asarray(self.resize_image(img), dtype=np.uint8))
 
     def normalize(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 [..., H, W, 3] -> float32 [..., 3, H, W], scaled to [0,1] and normalised."""
-        x = frames.astype(np.float32) / np.float32(255.0)
-        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+        """uint8 [..., H, W, 3] -> float32 [..., 3, H, W], scaled to [0,1] and normalised (a table look-up
+        per channel, written straight into the channel-first layout)."""
+        frames = np.asarray(frames, dtype=np.uint8)
+        lead, (h, w) = frames.shape[:-3], frames.shape[-3:-1]
+        flat = frames.reshape(-1, h, w, 3)
+        out = np.empty((flat.shape[0], 3, h, w), np.float32)
+        for c in range(3):  # mode="clip": uint8 indices are always valid, and out is then written unbuffered
+            np.take(self._lut[c], flat[..., c], out=out[:, c], mode="clip")
+        return out.reshape(*lead, 3, h, w)
 
     def apply(self, img: Image.Image) -> np.ndarray:
         """PIL RGB image -> float32 [3, crop, crop]."""
         return self.normalize(self.frame(img))
 
 
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(_ORIENTATION, 1) or 1)
+    except Exception:  # a malformed EXIF block: the pixels are still the image  # noqa: BLE001
+        return 1
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB: honours EXIF orientation, composites alpha on white, maps CMYK/16-bit."""
-    img = ImageOps.exif_transpose(img)
+    """Any PIL mode -> RGB: honours EXIF orientation, composites alpha on white, maps CMYK/16-bit.
+
+    No copy where none is needed: an RGB image with no orientation tag is returned as it is."""
+    if _orientation(img) != 1:
+        img = ImageOps.exif_transpose(img)
     if img.mode == "RGB":
         return img
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -136,31 +198,45 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(path: str | Path | bytes) -> Image.Image:
+def _draft(im: Image.Image, pp: Preprocess) -> None:
+    """Decode a JPEG at the smallest DCT scale (1/2, 1/4, 1/8) that keeps it at least twice the resize
+    target in both sides (in the stored orientation: an EXIF rotation swaps them)."""
+    w, h = im.size
+    rotated = _orientation(im) in (5, 6, 7, 8)
+    nw, nh = pp.resized_size(*((h, w) if rotated else (w, h)))
+    im.draft("RGB", (2 * nh, 2 * nw) if rotated else (2 * nw, 2 * nh))
+
+
+def load_image(path: str | Path | bytes, *, fast_decode: Preprocess | None = None) -> Image.Image:
     """Decode an image file, or an encoded image in memory (bytes), fully into RGB, or raise
     RuntimeInputError naming the file.
 
-    Truncated files, non-images and decompression bombs are errors, never a partial image.
+    Only ``ALLOWED_FORMATS`` are parsed; truncated files, non-images and decompression bombs are
+    errors, never a partial image. ``fast_decode``: a JPEG is decoded at a reduced scale for that
+    preprocessing (opt-in: not the training tensor).
     """
     if isinstance(path, (bytes, bytearray, memoryview)):
         src, path = io.BytesIO(path), f"<{len(path)}-byte encoded image>"
     else:
         src = path = Path(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(src) as im:
-                if im.width * im.height > MAX_IMAGE_PIXELS:  # (the warning filter above is not thread-safe)
-                    raise Image.DecompressionBombError(f"{im.width}x{im.height}")
-                im.load()
-                return to_rgb(im)
+        with Image.open(src, formats=ALLOWED_FORMATS) as im:
+            if im.width * im.height > MAX_IMAGE_PIXELS:  # checked before a pixel is decoded
+                raise Image.DecompressionBombError(f"{im.width}x{im.height}")
+            if fast_decode is not None and im.format == "JPEG":
+                _draft(im, fast_decode)
+            im.load()
+            return to_rgb(im)
     except FileNotFoundError:
         raise RuntimeInputError(f"image not found: {path}") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
         raise RuntimeInputError(
             f"{path}: image too large (over {MAX_IMAGE_PIXELS // 1_000_000} MP); downscale it first"
         ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:
+        raise RuntimeInputError(f"{path}: not an image in an allowed format ({', '.join(ALLOWED_FORMATS)}); "
+                                f"convert it to JPEG or PNG") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise RuntimeInputError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
 
 

@@ -281,8 +281,9 @@ def _load_data(ctx: _Ctx) -> None:
     ds = load_imagefolder(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
     ctx.pp, ctx.cache, ctx.classes = cfg.preprocess(), ImageCache(enabled=cfg.image_cache), ds.classes
     with ctx.progress.task("decode + cache images", total=len(ds.train) + len(ds.val)) as adv:
-        ctx.train, _ = validate(ds.train, ctx.pp, ctx.cache, progress=adv, where=str(cfg.data / "train"))
-        ctx.val, _ = validate(ds.val, ctx.pp, ctx.cache, progress=adv, where=str(cfg.data / "val"))
+        ctx.train, _ = validate(ds.train, ctx.pp, ctx.cache, progress=adv, where=str(cfg.data / "train"),
+                                frame=cfg.augment.value == "none")
+        ctx.val, _ = validate(ds.val, ctx.pp, ctx.cache, progress=adv, where=str(cfg.data / "val"), frame=True)
     ctx.progress.log(f"data: {ds.summary()}")
 
 
