@@ -29,6 +29,7 @@ class SSHServer:
     key: Path
     known_hosts: Path
     user: str
+    pid: int = 0  # the listening sshd (each connection's processes are its children)
 
     @property
     def host(self) -> str:
@@ -65,7 +66,7 @@ def local_sshd(d: Path):
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation directory
     proc = subprocess.Popen([exe, "-D", "-e", "-f", str(d / "sshd_config")], stderr=subprocess.PIPE)
-    server = SSHServer(port, d / "client_key", d / "known_hosts", getpass.getuser())
+    server = SSHServer(port, d / "client_key", d / "known_hosts", getpass.getuser(), proc.pid)
     probe = ["ssh", "-p", str(port), "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-i", str(server.key),
              "-o", f"UserKnownHostsFile={server.known_hosts}", "-o", "StrictHostKeyChecking=accept-new",
              f"{server.user}@127.0.0.1", "true"]

@@ -253,3 +253,97 @@ def test_per_tensor_weights_when_asked(tmp_path):
     scales = [numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / "int8.onnx")).graph.initializer
               if "w1" in i.name and i.name.endswith("scale")]
     assert scales and all(s.size == 1 for s in scales)
+
+
+def _mbconv(path, rng):
+    """An inverted-residual block as Lite0 has them: Conv -> Clip(0, 6) -> depthwise Conv -> Clip -> 1x1 Conv,
+    Add with the block's input (residual), then pooling and a Gemm head."""
+    c = 8
+    inits = {"w1": rng.normal(0, 0.4, (c, 4, 3, 3)).astype(np.float32), "b1": rng.normal(0, 0.1, c).astype(np.float32),
+             "wd": rng.normal(0, 0.5, (c, 1, 3, 3)).astype(np.float32), "bd": rng.normal(0, 0.1, c).astype(np.float32),
+             "wp": rng.normal(0, 0.3, (c, c, 1, 1)).astype(np.float32), "bp": rng.normal(0, 0.1, c).astype(np.float32),
+             "w2": rng.normal(0, 0.3, (3, c)).astype(np.float32), "lo": np.array(0, np.float32),
+             "hi": np.array(6, np.float32)}
+    nodes = [helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["c1", "lo", "hi"], ["a1"], name="relu6_1"),
+             helper.make_node("Conv", ["a1", "wd", "bd"], ["d"], name="dw", pads=[1, 1, 1, 1], group=c),
+             helper.make_node("Clip", ["d", "lo", "hi"], ["a2"], name="relu6_2"),
+             helper.make_node("Conv", ["a2", "wp", "bp"], ["p"], name="project"),
+             helper.make_node("Add", ["p", "a1"], ["r"], name="residual"),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="pool"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "w2"], ["logits"], name="head", transB=1)]
+    return _graph(nodes, inits, 4, 8, [None, 3], path)
+
+
+def _ort_integers(model, x):
+    """onnxruntime's own integer activations: every QuantizeLinear output of the graph made a graph output
+    (the session's optimizations on: QDQ pairs run as its fused integer kernels)."""
+    import onnxruntime as ort
+
+    m = onnx.load(str(model)) if not isinstance(model, onnx.ModelProto) else model
+    names = [n.output[0] for n in m.graph.node if n.op_type == "QuantizeLinear"]
+    m.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.UINT8, None) for n in names)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    outs = sess.run(names, {"input": x})
+    return dict(zip(names, outs))
+
+
+def _torch_integers(net, x, monkeypatch):
+    """QDQModule's integer activations: each QuantizeLinear's fake-quant output as its uint8 grid steps."""
+    import torch
+
+    import edgetl.quantization.qat as qat
+
+    seen, orig = {}, qat._OPS["QuantizeLinear"]
+
+    def record(m, n, v, scale, zp=None):
+        out = orig(m, n, v, scale, zp)
+        s, z, lo, hi = qat._qparams(m, n, scale, zp)
+        seen[n.output[0]] = torch.round(out / s + z).clamp(lo, hi).to(torch.int32).numpy()
+        return out
+
+    monkeypatch.setitem(qat._OPS, "QuantizeLinear", record)
+    with torch.no_grad():
+        net(torch.from_numpy(x))
+    monkeypatch.setitem(qat._OPS, "QuantizeLinear", orig)
+    return seen
+
+
+@pytest.mark.parametrize("preset", ["x86-avx2", "x86-vnni"])
+def test_qat_module_computes_onnxruntimes_integers_layer_by_layer(tmp_path, monkeypatch, preset):
+    """On a block with a depthwise convolution, Clip (ReLU6) and a residual Add, every uint8 activation of
+    QAT's torch forward is onnxruntime's integer kernels' within 1 LSB -- before training and after (on the
+    exported graph) -- so what QAT trains is what the device runs."""
+    import torch
+
+    from edgetl.quantization.qat import QDQModule
+
+    rng = np.random.default_rng(7)
+    fp32 = _mbconv(tmp_path / "m.onnx", rng)
+    x = rng.normal(0, 1, (16, 4, 8, 8)).astype(np.float32)
+    recipe = Recipe("t", reduce_range=PRESETS[preset].reduce_range, depthwise_8bit=PRESETS[preset].depthwise_8bit)
+    quantize(fp32, tmp_path / "q.onnx", x, recipe, PRESETS[preset], work=tmp_path)
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node}
+    assert {"Clip", "Add"} & ops or "QuantizeLinear" in ops
+    net = QDQModule(onnx.load(str(tmp_path / "q.onnx")))
+
+    def compare(model):
+        ort, mine = _ort_integers(model, x), _torch_integers(net, x, monkeypatch)
+        assert len(ort) >= 5 and set(ort) <= set(mine)  # conv1, dw, project, the residual sum, the pooled...
+        same = total = 0
+        for name, q in ort.items():
+            d = np.abs(q.astype(np.int32) - mine[name])
+            assert d.max() <= 1, (name, int(d.max()))
+            same, total = same + int(np.sum(d == 0)), total + d.size
+        assert same / total >= 0.95, same / total  # 1 LSB apart at rounding ties only, not a drift
+        return ort
+
+    compare(tmp_path / "q.onnx")
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(5):
+        loss = net(torch.from_numpy(x)).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    compare(net.to_onnx())

@@ -102,6 +102,7 @@ STAGES = {
     "edgetl.exporter": {"edgetl.training", "edgetl.benchmark"},
     "edgetl.quantization": {"edgetl.data", "edgetl.training", "edgetl.exporter", "edgetl.benchmark"},
     "edgetl.benchmark": {"edgetl.training", "edgetl.exporter", "edgetl.quantization"},
+    "edgetl.devices": {"edgetl.training", "edgetl.exporter", "edgetl.quantization", "edgetl.benchmark", "edgetl.zoo"},
 }
 
 
@@ -118,7 +119,7 @@ def test_the_sides_are_folders_and_no_package_is_named_like_a_public_function():
     import edgetl
 
     for folder in ("runtime", "data", "zoo", "training", "exporter", "quantization", "benchmark", "cli", "report",
-                   "targets"):
+                   "targets", "devices"):
         assert (PKG / folder / "__init__.py").is_file(), folder
     for public in ("finetune", "export", "bench", "sweep"):
         assert f"edgetl.{public}" not in MODS, public
@@ -153,6 +154,7 @@ def test_what_a_device_runs_imports_no_training_side_package():
     code = ("import sys\n"
             f"for m in {HEAVY!r}: sys.modules[m] = None\n"
             "import edgetl.cli, edgetl.benchmark.orchestrate, edgetl.benchmark.remote, edgetl.runtime, edgetl.sweeps\n"
+            "import edgetl.devices.emulated, edgetl.devices.verify, edgetl.devices.install, edgetl.devices.probe\n"
             "from edgetl.runtime import Predictor, verify_bundle\n"
             "print('ok')")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PKG.parent)
@@ -167,3 +169,11 @@ def test_the_runtime_alone_loads_no_other_edgetl_module():
             " and not m.startswith('edgetl.runtime')))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PKG.parent)
     assert p.returncode == 0 and p.stdout.strip() == "[]", p.stdout + p.stderr
+
+
+def test_the_readme_layout_names_every_folder():
+    text = (PKG.parent / "README.md").read_text()
+    layout = text[text.index("## Layout"):text.index("## Commands")]
+    folders = sorted(p.parent.name for p in PKG.glob("*/__init__.py"))
+    missing = [f for f in folders if f"  {f}/" not in layout]
+    assert folders and not missing, missing

@@ -10,8 +10,9 @@ from ..targets import Target
 log = logging.getLogger(__name__)
 
 
-def judge(row: dict, scenario: Scenario, target: Target, batch: int) -> None:
-    """PASS/FAIL against the target's deadline (or throughput) and memory budget."""
+def judge(row: dict, scenario: Scenario, target: Target, batch: int, *, emulated: bool = False) -> None:
+    """PASS/FAIL against the target's deadline (or throughput) and memory budget; N/A on an emulated CPU
+    (its timings are the emulator's)."""
     lat = row["latency"]
     if scenario == Scenario.offline:
         value, need = row["offline"]["best_ips"], target.fps * target.streams
@@ -28,7 +29,9 @@ def judge(row: dict, scenario: Scenario, target: Target, batch: int) -> None:
                             f"<= {target.deadline_ms:.1f} ms deadline")
     ok_mem = row["peak_rss_mb"] is None or row["peak_rss_mb"] <= target.memory_budget_mb
     row["pass_latency"], row["pass_memory"] = bool(ok_lat), bool(ok_mem)
-    row["status"] = "PASS" if ok_lat and ok_mem else "FAIL"
+    row["status"] = "N/A" if emulated else ("PASS" if ok_lat and ok_mem else "FAIL")
+    if emulated:
+        row["criterion"] += " -- not applicable: emulated CPU"
 
 
 def plan_threads(target: Target, asked: int | None, cores: int) -> tuple[int, str | None]:

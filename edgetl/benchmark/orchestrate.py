@@ -40,13 +40,13 @@ from ..runtime import Predictor, float16_unsupported, resolve_providers, variant
 from ..runtime.bundle import read_manifest, verify_files
 from ..runtime.cpu import cpu_info, host_isa, host_preset
 from .accuracy import score_accuracy
-from .end_to_end import encoded_images, end_to_end_rows
+from .end_to_end import encoded_images, end_to_end_rows, rig_inputs
 from .judge import judge, plan_threads
 from .memory import peak_rss_mb
 from .model_rows import model_call, offline_sweep, random_batch, time_variants
-from .serving import rig_for_variant
+from .serving import rig_for_variant, streams_max
 from .sustained import sustained
-from ..targets import get_target
+from ..targets import Target, get_target, parse_frame_size
 from .torch_ref import TorchReference
 
 log = logging.getLogger(__name__)
@@ -73,13 +73,15 @@ class BenchReport:
 
 
 def machine_info() -> dict:
-    """What ran the bench: CPU, cores, ISA, onnxruntime and its providers."""
+    """What ran the bench: CPU (and whether it is emulated), cores, ISA, onnxruntime and its providers."""
     import onnxruntime as ort
 
-    isa = host_isa()
-    return {"hostname": platform.node(), "cpu": cpu_info()["model"], "cores": cpu_info()["cores"],
+    isa, cpu = host_isa(), cpu_info()
+    return {"hostname": platform.node(), "cpu": cpu["model"], "cores": cpu["cores"],
             "machine": platform.machine(), "os": platform.platform(),
-            "isa": {"avx2": isa["avx2"], "vnni": isa["vnni"], "dotprod": isa["dotprod"]},
+            "isa": {"avx2": isa["avx2"], "vnni": isa["vnni"], "dotprod": isa["dotprod"],
+                    "i8mm": "i8mm" in cpu["flags"], "fp16": "asimdhp" in cpu["flags"]},
+            "cpu_flags_source": cpu["source"], "emulated": cpu["emulated"],
             "int8_preset_here": host_preset(), "onnxruntime": ort.__version__,
             "providers_available": ort.get_available_providers(), "python": platform.python_version(),
             "edgetl": __version__}
@@ -99,15 +101,34 @@ def resolve_model(model: Path) -> tuple[Path | None, dict[str, Path]]:
     raise DataError(f"nothing to bench at {model}: pass a run folder, a bundle folder or a .onnx file")
 
 
-def bench(model: str | Path, cfg: BenchConfig | None = None, *, progress: Progress | None = None) -> BenchReport:
-    """Benchmark a run / bundle / .onnx for a target; see the module docstring."""
-    cfg = cfg or BenchConfig()
-    progress = progress or SILENT
+@dataclasses.dataclass
+class _Plan:
+    """What a bench measures, decided before anything is timed."""
+
+    model: Path
+    target: Target
+    scenario: Scenario
+    bundle_dir: Path | None
+    variants: dict  # variant -> model file
+    providers: list
+    threads: int
+    machine: dict
+    emulated: list
+    skipped: dict
+    frame_size: tuple[int, int] | None  # camera frames (--frame-size, or the rig target's resolution)
+
+    def make(self, v: str, n_threads: int, *, spinning: bool | None = None, fast_decode: bool = False) -> Predictor:
+        return Predictor(self.bundle_dir if self.bundle_dir else self.variants[v],
+                         variant=v if self.bundle_dir else "auto", providers=self.providers, threads=n_threads,
+                         spinning=spinning, fast_decode=fast_decode)
+
+
+def _plan(model: Path, cfg: BenchConfig) -> _Plan:
     target = get_target(cfg.target)
     if cfg.streams is not None:
         target = dataclasses.replace(target, streams=cfg.streams)
-    scenario = cfg.scenario or (Scenario.camera_rig if target.streams > 1 else Scenario.single_stream)
-    bundle_dir, variants = resolve_model(Path(model))
+    scenario = cfg.scenario or (Scenario.camera_rig if target.streams > 1 or cfg.streams_max else Scenario.single_stream)
+    bundle_dir, variants = resolve_model(model)
     try:
         providers, missing = resolve_providers(cfg.providers or target.providers, explicit=bool(cfg.providers))
     except RuntimeInputError as e:
@@ -121,39 +142,46 @@ def bench(model: str | Path, cfg: BenchConfig | None = None, *, progress: Progre
         emulated.append(f"provider(s) {', '.join(missing)} not installed here: fell back to {', '.join(providers)}")
     if capped:
         emulated.append(capped)
+    if machine["emulated"]:
+        emulated.append(f"{machine['emulated']}: every latency, memory and rig figure is the emulator's, and "
+                        f"PASS/FAIL does not apply; accuracy, agreement and verify results stand")
     skipped = {}
     if "fp16" in variants and (why := float16_unsupported(providers)):
         skipped["fp16"] = why
         del variants["fp16"]
         if not variants:
             raise DataError(f"{model}: {why}")
+    size = cfg.frame_size or (target.resolution if scenario == Scenario.camera_rig else None)
+    return _Plan(model, target, scenario, bundle_dir, variants, providers, threads, machine, emulated, skipped,
+                 parse_frame_size(size) if size else None)
 
-    def make(v: str, n_threads: int) -> Predictor:
-        return Predictor(bundle_dir if bundle_dir else variants[v], variant=v if bundle_dir else "auto",
-                         providers=providers, threads=n_threads)
 
-    predictors = {v: make(v, threads) for v in variants}
+def bench(model: str | Path, cfg: BenchConfig | None = None, *, progress: Progress | None = None) -> BenchReport:
+    """Benchmark a run / bundle / .onnx for a target; see the module docstring."""
+    cfg = cfg or BenchConfig()
+    progress = progress or SILENT
+    plan = _plan(Path(model), cfg)
+    target, scenario = plan.target, plan.scenario
+    predictors = {v: plan.make(v, plan.threads, fast_decode=cfg.fast_decode) for v in plan.variants}
     batch = target.streams if scenario == Scenario.multi_stream else 1
     x = random_batch(next(iter(predictors.values())), batch)
-    torch_ref = (TorchReference.find(bundle_dir, x, threads) if cfg.torch_reference
+    torch_ref = (TorchReference.find(plan.bundle_dir, x, plan.threads) if cfg.torch_reference
                  else TorchReference("off (BenchConfig.torch_reference=False)"))
-    results = time_variants(predictors, variants, x, cfg, threads=threads, torch_ref=torch_ref, progress=progress)
-    images, frames, images_source = (encoded_images(cfg) if cfg.end_to_end or scenario == Scenario.camera_rig
-                                     else (None, None, None))
+    results = time_variants(predictors, plan.variants, x, cfg, threads=plan.threads, torch_ref=torch_ref,
+                            progress=progress)
+    inputs, images_source = None, None
+    if cfg.end_to_end or scenario == Scenario.camera_rig:
+        inputs, images_source = rig_inputs(cfg, plan.frame_size, *encoded_images(cfg))
     if cfg.end_to_end:
-        for v, row in end_to_end_rows(predictors, images, cfg, progress).items():
+        for v, row in end_to_end_rows(predictors, inputs, cfg, progress).items():
             results[v]["end_to_end"] = row
-    if scenario == Scenario.offline:
-        for v, p in predictors.items():
-            results[v]["offline"] = offline_sweep(p, cfg)
-    if scenario == Scenario.camera_rig:
-        for v in predictors:
-            results[v]["rig"] = rig_for_variant(make, v, frames, target, threads or machine["cores"], cfg, progress=progress)
+    _scenario_rows(plan, cfg, results, predictors, inputs, progress)
     for v, row in results.items():
-        row["peak_rss_mb"] = peak_rss_mb(variants[v], providers, threads, x) if cfg.rss and v in variants else None
+        row["peak_rss_mb"] = (peak_rss_mb(plan.variants[v], plan.providers, plan.threads, x)
+                              if cfg.rss and v in plan.variants else None)
         if v != "torch":
-            judge(row, scenario, target, batch)
-    accuracy = score_accuracy(predictors, bundle_dir, cfg, progress)
+            judge(row, scenario, target, batch, emulated=bool(plan.machine["emulated"]))
+    accuracy = score_accuracy(predictors, plan.bundle_dir, cfg, progress)
     for v, a in accuracy.get("variants", {}).items():
         results[v]["top1"], results[v]["agreement"] = a.get("top1"), a.get("agreement_with_fp32")
     long_run = None
@@ -165,15 +193,33 @@ def bench(model: str | Path, cfg: BenchConfig | None = None, *, progress: Progre
         "schema": "edgetl-bench", "schema_version": BENCH_SCHEMA_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": str(model), "target": dataclasses.asdict(target), "scenario": scenario.value,
-        "config": to_dict(cfg), "threads": threads, "threads_target": target.threads,
-        "providers_requested": list(target.providers), "providers_used": providers, "emulated": emulated,
-        "measured_on": None, "machine": machine, "timing": "interleaved rounds, one untimed call per block",
-        "torch_reference": torch_ref.note, "skipped": skipped, "images": images_source,
+        "config": to_dict(cfg), "threads": plan.threads, "threads_target": target.threads,
+        "providers_requested": list(target.providers), "providers_used": plan.providers, "emulated": plan.emulated,
+        "measured_on": None, "machine": plan.machine, "timing": "interleaved rounds, one untimed call per block",
+        "torch_reference": torch_ref.note, "skipped": plan.skipped, "images": images_source,
         "variants": results, "accuracy": accuracy, "sustained": long_run,
         "verdict": ", ".join(f"{v} {r['status']}" for v, r in results.items() if v != "torch"),
     }
-    out = Path(cfg.out or ((bundle_dir or Path(model).parent) / "bench" / target.name))
+    out = Path(cfg.out or ((plan.bundle_dir or Path(model).parent) / "bench" / target.name))
     return write_bench(out, doc)
+
+
+def _scenario_rows(plan: _Plan, cfg: BenchConfig, results: dict, predictors: dict, inputs: list | None,
+                   progress: Progress) -> None:
+    """The offline sweep, or the camera rig (and the --streams max search), per variant."""
+    cores = plan.threads or plan.machine["cores"]
+
+    def make(v: str, n: int, spinning: bool | None = None) -> Predictor:
+        return plan.make(v, n, spinning=spinning, fast_decode=cfg.fast_decode)
+
+    for v, p in predictors.items():
+        if plan.scenario == Scenario.offline:
+            results[v]["offline"] = offline_sweep(p, cfg)
+        elif plan.scenario == Scenario.camera_rig:
+            results[v]["rig"] = rig_for_variant(make, v, inputs, plan.target, cores, cfg, progress=progress)
+            if cfg.streams_max:
+                results[v]["rig"]["streams_max"] = streams_max(make, v, inputs, plan.target, cores, cfg,
+                                                               progress=progress)
 
 
 def write_bench(out: Path, doc: dict) -> BenchReport:

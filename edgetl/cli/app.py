@@ -11,7 +11,7 @@ import sys
 
 from rich.markup import escape
 
-from . import bench, chains, device, train  # noqa: F401 -- (each registers its commands on app)
+from . import bench, chains, device, emulator, train  # noqa: F401 -- (each registers its commands on app)
 from .common import _EXTRA_OF, _setup_logging, app, err_console
 
 

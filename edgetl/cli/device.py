@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import JsonOpt, app, console, err_console, print_json
+from .common import JsonOpt, _RE, _progress, app, console, err_console, print_json
 
 
 # --- device side: predict / verify -------------------------------------------------------------------
@@ -70,20 +70,37 @@ def predict(
 @app.command()
 def verify(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
+    on: Annotated[Optional[str], typer.Option("--on", help="Verify on this device over ssh (its edgetl, its "
+                                                           "kernels): user@host, ssh://user@host:port or an alias.")] = None,
+    ssh_option: Annotated[Optional[list[str]], typer.Option("--ssh-option", help="More ssh arguments (repeatable).")] = None,
+    remote_edgetl: Annotated[str, typer.Option(help="The device's edgetl when it is not on its login PATH.")] = _RE.edgetl,
+    remote_cache: Annotated[str, typer.Option(help="Cache folder on the device.")] = _RE.cache,
+    ssh_timeout: Annotated[float, typer.Option(help="Seconds a silent ssh link is given.")] = _RE.ssh_timeout,
     as_json: JsonOpt = False,
 ):
     """Check a bundle on the device: every file's sha256 and size, then parity.npz through each model.
 
-    Example: edgetl verify models/run/bundle
+    Examples:
+      1. edgetl verify models/run/bundle
+      2. edgetl verify models/run/bundle --on pi@robot.local   (on the Pi's own kernels)
     """
     from ..errors import ArtifactError
-    from ..runtime import verify_bundle
 
-    r = verify_bundle(bundle)
+    if on:
+        from ..devices.ssh import Remote
+        from ..devices.verify import verify_on
+
+        dev = Remote(on, tuple(ssh_option or ()), edgetl=remote_edgetl, cache=remote_cache, ssh_timeout=ssh_timeout)
+        r = verify_on(dev, bundle, _progress(as_json))
+    else:
+        from ..runtime import verify_bundle
+
+        r = verify_bundle(bundle)
     if as_json:
         print_json(r)
     else:
-        console.print(f"{len(r['files_checked'])} file(s) match bundle.json (sha256 + size)")
+        where = f" on {r['device']} (edgetl {r['device_edgetl']})" if r.get("device") else ""
+        console.print(f"{len(r['files_checked'])} file(s) match bundle.json (sha256 + size){where}")
         t = Table(title=f"parity {bundle}")
         for col in ("variant", "n", "max |diff|", "tolerance", "top-1 agreement", "status"):
             t.add_column(col, justify="right")

@@ -54,9 +54,14 @@ def fp16_variant(src: Source, stage: Path, ref: np.ndarray, n_ref: int, progress
     head = got[:n_ref]
     scale = max(1.0, float(np.max(np.abs(ref[:n_ref]))))
     agree = float(np.mean(head.argmax(1) == ref[:n_ref].argmax(1)))
+    torch16 = float(np.max(np.abs(ref16[:n_ref] - ref[:n_ref])))
     fig["verify"] = {"min_agreement": max(0.0, agree - 1.0 / n_ref),  # one near-tie may flip on a GPU
-                     # a GPU's float16 kernels round differently from the CPU's cast-per-op: a wider margin than int8's
-                     "max_abs_diff_tol": float(max(3.0 * np.max(np.abs(head - ref[:n_ref])), 1e-2 * scale))}
+                     # what ran here is onnxruntime's cast-per-op (float32 arithmetic, float16 storage); a real
+                     # float16 kernel (ARMv8.2, a GPU) accumulates in float16 and lands farther: measured 0.0225 on
+                     # an emulated Cortex-A76 against 0.0060 on x86 (Lite0, max |logit| 2.07). The device is held to
+                     # the bound export holds the model to against torch's float16 forward (FP16_TOLERANCE)
+                     "max_abs_diff_tol": float(max(3.0 * np.max(np.abs(head - ref[:n_ref])), 3.0 * torch16,
+                                                   FP16_TOLERANCE * scale))}
     return fig
 
 

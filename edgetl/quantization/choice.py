@@ -89,7 +89,7 @@ def settings(chosen: dict, preset: QuantPreset, preset_name: str, *, per_channel
              float_op_nodes: list[str]) -> dict:
     """The settings that reproduce the chosen model (QUANT_SETTINGS and the weight types in words)."""
     r = chosen["recipe"]
-    return {"method": chosen["method"], "preset": preset_name, "format": chosen["format"],
+    return {"method": chosen["method"], "preset": preset_name, "preset_reason": preset.note, "format": chosen["format"],
             "activation_type": preset.activation_type,
             "weight_type": "QUInt8" if r is not None and r.all_u8 else preset.weight_type,
             "weight_types": weight_types(r, preset) + (", QAT-trained" if chosen["kind"] == "qat" else ""),

@@ -26,7 +26,11 @@ PRESETS: dict[str, QuantPreset] = {p.name: p for p in [
     QuantPreset("x86-vnni", "QUInt8", "QInt8", False, False, ("QOperator", "QDQ"), False, ("Sigmoid", "HardSigmoid"),
                 "AVX512-VNNI / AVX-VNNI / AMX: full 8-bit range, dot-product instructions"),
     QuantPreset("arm64", "QUInt8", "QInt8", False, False, ("QDQ", "QOperator"), False, ("Sigmoid", "HardSigmoid"),
-                "ARMv8.2 dot-product (Pi 5 / Orin CPU): U8S8 QDQ, full range"),
+                "ARM's int8 kernels (NEON sdot/udot on ARMv8.2 dot-product cores such as the Pi 5's Cortex-A76 and "
+                "Orin's A78AE; SMMLA where i8mm is present; widening multiplies before that) accumulate 8-bit x "
+                "8-bit products in 32 bits with no saturating 16-bit pair-add: full 8-bit weights are exact there "
+                "(x86-avx2's 7-bit weights would throw a bit away). U8S8 QDQ, per-channel weights, as onnxruntime's "
+                "arm64 kernels take it"),
     QuantPreset("tensorrt", "QInt8", "QInt8", False, True, ("QDQ",), False, (),
                 "TensorRT takes explicit QDQ with symmetric int8 activations and per-channel weights"),
 ]}

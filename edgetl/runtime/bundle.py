@@ -195,8 +195,10 @@ def file_entry(path: Path) -> dict:
 
 
 def onnx_metadata(labels, pp: Preprocess, *, backbone: str, weights_source: str | None, version: str,
-                  checkpoint_sha256: str, embed_preprocess: bool, extra: dict | None = None) -> dict[str, str]:
-    """The metadata_props a lone .onnx carries (all values are strings)."""
+                  checkpoint_sha256: str, embed_preprocess: bool, format_version: int,
+                  extra: dict | None = None) -> dict[str, str]:
+    """The metadata_props a lone .onnx carries (all values are strings). ``format_version`` is the bundle's
+    own (``format_version(variants)``): a bundle without fp16 stays readable by a format-1 reader."""
     meta = {
         "labels": json.dumps(list(labels)),
         "preprocess": pp.to_json(),
@@ -205,7 +207,7 @@ def onnx_metadata(labels, pp: Preprocess, *, backbone: str, weights_source: str 
         "weights_source": str(weights_source),
         "edgetl_version": version,
         "checkpoint_sha256": checkpoint_sha256,
-        "bundle_format_version": str(BUNDLE_VERSION),
+        "bundle_format_version": str(int(format_version)),
     }
     meta.update({k: (v if isinstance(v, str) else json.dumps(v)) for k, v in (extra or {}).items()})
     return {META_PREFIX + k: v for k, v in meta.items()}
