@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, ROOT, SHARED, int8_figures, ort_defaults, save  # noqa: E402
 
 THREADS = 2
-DEMO = ROOT / "edgetl" / "demo_data" / "trashnet_mini"
+DEMO = ROOT / "edgetl" / "demo_data" / "trashnet3"
 
 
 def _before(run: Path, out: Path, tree: Path) -> float:

@@ -1,9 +1,8 @@
-"""`edgetl demo`: the README's first command, run as a newcomer would, with its defaults (QAT included:
-on the demo's 90 val images PTQ alone flips 3-5 near-tie images, 2+ of them from right to wrong, and
-the --max-drop gate rightly refuses that int8 model). The whole demo is 3.5 minutes on 2 cores, so it is
-`slow` (python -m pytest -m slow); its parts are tested one by one in the default suite, and the
-promise check below is tested on its own."""
+"""`edgetl demo`: the README's first command, run as a newcomer would, with its defaults. The whole demo is
+a few minutes on 2 cores, so it is `slow` (python -m pytest -m slow, which CI runs on every change); its
+parts are tested one by one in the default suite, and the promise check below is tested on its own."""
 import json
+import re
 
 import pytest
 
@@ -13,18 +12,21 @@ from conftest import run_cli
 @pytest.mark.slow
 def test_demo_runs_the_whole_chain_offline_and_prints_its_summary(tmp_path):
     p = run_cli("demo", "--out", tmp_path / "demo", check=True, timeout=900)
-    assert "edgetl demo" in p.stdout and "verify: PASS" in p.stdout
-    assert p.stdout.count("predict ") == 3 and "int8 on this host:" in p.stdout and "smaller" in p.stdout
+    out = " ".join(p.stdout.split())  # (rich wraps long lines)
+    assert "edgetl demo" in out and "verify: PASS" in out
+    # the three int8 checks, each answered yes on the built-in data with the default settings
+    promise = re.search(r"int8 on this host:.*?agreeing on [\d.]+% of the val photos \(\S+: >= 99%\)", out)
+    assert promise and promise.group(0).count("(yes:") == 3 and "(no:" not in promise.group(0), promise
+    # every predicted photo beside its true class, right or wrong marked
+    preds = re.findall(r"predict (\w+)/\S+: (\S+) \([\d.]+\); true class (\S+): (right|wrong)", out)
+    assert len(preds) >= 2 and all(folder == truth for folder, _, truth, _ in preds)
+    assert all((label == truth) == (mark == "right") for _, label, truth, mark in preds)
+    assert re.search(r"time: fine-tune \d+ s, export \d+ s, bench \d+ s, predict \d+ s, verify \d+ s; total \d+ s", out)
     for f in ("best.pt", "curves.png", "bundle/model.int8.onnx", "bundle/bench/host/report.md",
               "bundle/bench/rpi5/report.md", "bundle/bench/host/latency.png"):
         assert (tmp_path / "demo" / f).is_file(), f
-    # PTQ misses 99% on these 90 images, so QAT ran, from the most faithful fast PTQ candidate; the kept model
-    # is within one image of that start's agreement or better (epoch 0 = the PTQ model; among variants one
-    # image apart the smaller logit error wins) and within the --max-drop gate
     q = json.loads((tmp_path / "demo" / "bundle" / "export.json").read_text())["quantization"]
-    hist = q["qat"]["history"]
-    assert [h["epoch"] for h in hist] == [0, 1, 2, 3] and q["qat"]["started_from"].startswith("ptq:")
-    assert q["parity"]["top1_agreement"] >= hist[0]["top1_agreement"] - 1 / q["parity"]["n"] - 1e-9
+    assert q["parity"]["agreement_met"] and q["parity"]["n"] >= 200  # judged on at least 200 val photos
     assert q["parity"]["drop_points"] <= q["parity"]["max_drop_effective"] + 1e-9
 
 
