@@ -1,7 +1,7 @@
 """Do the same bundles give the same answers on x86 and on (emulated) aarch64? int8 and fp16 drift.
 
     python benchmarks/arm64_drift.py [--datasets NAME|DIR ...] [--images 48] [--cpu cortex-a76]
-                                     [--work /work/scratch/drift] [--reuse] [--json PATH]
+                                     [--work benchmarks/out/arm64_drift] [--reuse] [--json PATH]
 
 For every dataset (default: ../shared/datasets/{hymenoptera,trashnet,vehicles}):
   1. fine-tune efficientnet_lite0 with the default linear probe, export fp32 + int8 (the host-tuned
@@ -37,8 +37,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, SHARED, save  # noqa: E402
 
-DEVICE_SH = Path("/work/scratch/arm64/arm64_device.sh")
-DEVICE_ROOT = Path("/work/scratch/arm64/root")
+from edgetl.devices.emulated import SCRIPT as DEVICE_SH, default_root  # noqa: E402  (edgetl emulator's device)
+
+DEVICE_ROOT = default_root()
 INSIDE = "/tmp/edgetl-drift"  # the work folder, as a path inside the device root
 VARIANTS = ("fp32", "int8", "fp16", "int8_arm64")  # int8: the host-tuned preset (auto); int8_arm64: --preset arm64
 HOST_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
@@ -198,7 +199,7 @@ def device_logits(models: dict, npz: Path, name: str, cpu: str, threads: int) ->
     out = d / "logits.npz"
     for f in (out, Path(str(out) + ".json")):
         f.unlink(missing_ok=True)
-    cmd = ["bash", str(DEVICE_SH), "--cpu", cpu, "exec", "/opt/venv/bin/python3", f"{INSIDE}/device_run.py",
+    cmd = ["bash", str(DEVICE_SH), "--root", str(DEVICE_ROOT), "--cpu", cpu, "exec", "/opt/venv/bin/python3", f"{INSIDE}/device_run.py",
            f"{INSIDE}/{name}/inputs.npz", f"{INSIDE}/{name}/logits.npz", str(threads), *args]
     t = time.time()
     p = subprocess.run(cmd, capture_output=True, text=True)
@@ -272,7 +273,8 @@ def main(argv=None) -> dict:
                          "slowly: ~3x fp32's time); default: all")
     ap.add_argument("--cpu", default="cortex-a76", help="qemu CPU model for the emulated aarch64 side")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--work", type=Path, default=Path("/work/scratch/drift"), help="runs, bundles, inputs, logits")
+    ap.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / "out" / "arm64_drift",
+                    help="runs, bundles, inputs, logits")
     ap.add_argument("--reuse", action="store_true", help="reuse bundles already in --work (skip fine-tune + export)")
     ap.add_argument("--json", type=Path, default=RESULTS / "arm64_drift.json")
     a = ap.parse_args(argv)
@@ -285,7 +287,8 @@ def main(argv=None) -> dict:
                                  "flags": sorted(f for f in HOST_FLAGS if f in info["flags"])},
            "machine": platform.machine(), "threads": a.threads, "images_per_dataset": a.images,
            "fp16_images_per_dataset": a.fp16_images or a.images,
-           "device": {"how": f"qemu-user ({DEVICE_SH} exec), QEMU_CPU={a.cpu}", "root": str(DEVICE_ROOT)},
+           "device": {"how": f"qemu-user (edgetl emulator's root, arm64_device.sh exec), QEMU_CPU={a.cpu}",
+                      "root": str(DEVICE_ROOT)},
            "timing_note": "aarch64 seconds are qemu-user emulation on the x86 host, not ARM timing",
            "rows": []}
     import onnxruntime as ort

@@ -191,6 +191,20 @@ def _bench_robot(d: dict) -> list[str]:
     return out
 
 
+def _arm64_drift(d: dict) -> list[str]:
+    h, dev = d["host"], d["device"]
+    out = [f"### int8 and fp16 on ARM's kernels against x86's (`arm64_drift.py`, {d['date']})", "",
+           f"Command: `{d['command']}` ({d['seconds'] / 60:.0f} min). Lite0 linear probe per dataset, exported with "
+           f"`--int8 --fp16` on this host (int8 preset {d['rows'][0]['build']['quantization']['preset']}) and again "
+           f"with `--preset arm64`; {d['images_per_dataset']} val images per dataset (class-stratified), fp16 on "
+           f"{d['fp16_images_per_dataset']} of them. x86: {h['model']}, {' '.join(h['flags'])}, onnxruntime "
+           f"{h.get('onnxruntime', '')}. aarch64: {dev['how'].split(' (')[0]}, QEMU_CPU=cortex-a76 (HWCAP "
+           f"{dev['hwcap']['AT_HWCAP']}: asimdhp, asimddp, no i8mm), onnxruntime {dev['onnxruntime']}: ARM's arithmetic, not ARM's timing. "
+           f"*agree fp32*: with the same platform's fp32; *flips*: images whose prediction differs between x86 "
+           f"and aarch64.", "", d["markdown"]]
+    return out
+
+
 def _preprocess_parity(d: dict) -> list[str]:
     out = [f"### Preprocessing: the device's frame against the training reference (`preprocess_parity.py`, {d['date']}, "
            f"{d['cpu']}, {' '.join(d.get('cpu_flags', []))})", "",
@@ -283,7 +297,7 @@ def _plots(docs: dict) -> list[str]:
 
 
 RENDER = {"int8_fidelity": _int8_fidelity, "nncf_compare": _nncf_compare, "int8_zoo": _int8_zoo, "bench_fidelity": _bench_fidelity,
-          "bench_robot": _bench_robot, "preprocess_parity": _preprocess_parity,
+          "bench_robot": _bench_robot, "preprocess_parity": _preprocess_parity, "arm64_drift": _arm64_drift,
           "sweep_targets": _sweep_targets, "cold_start": _cold_start,
           "endurance": _endurance, "finetune_speed": _finetune_speed,
           "finetune_datasets": _finetune_datasets}
