@@ -49,7 +49,8 @@ def plain_loop(model: str, shape: tuple, threads: int, warmup: int = 10, runs: i
 
 
 def local_rows(bundle: Path, targets: list[str], rounds: int, tmp: Path) -> list[dict]:
-    from edgetl.benchmark import bench, plan_threads
+    from edgetl.benchmark import bench
+    from edgetl.benchmark.judge import plan_threads
     from edgetl.runtime.bundle import read_manifest
     from edgetl.config import BenchConfig
     from edgetl.targets import get_target

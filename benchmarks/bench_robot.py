@@ -104,19 +104,25 @@ print(json.dumps(out))
 '''
 
 
+def _same_loops(src: Path, bundle: Path, photos: list[str], rig_seconds: float) -> dict:
+    p = subprocess.run([sys.executable, "-c", _BEFORE, str(bundle), json.dumps(photos), str(rig_seconds)],
+                       capture_output=True, text=True, env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"})
+    if p.returncode != 0:
+        raise RuntimeError(p.stderr[-3000:])
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 def before(rev: str, bundle: Path, photos: list[str], rig_seconds: float) -> dict:
-    """The old code's figures on the same bundle and frames, from a worktree of ``rev``."""
+    """The old code's figures on the same bundle and frames, from a worktree of ``rev``; and this tree's by
+    the same loops (plain predict() calls, a worker per camera), so the two compare call for call."""
     wt = Path(tempfile.mkdtemp(prefix="edgetl-before-")) / "src"
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(wt), rev], check=True,
                    capture_output=True)
     try:
-        p = subprocess.run([sys.executable, "-c", _BEFORE, str(bundle), json.dumps(photos), str(rig_seconds)],
-                           capture_output=True, text=True, env={"PYTHONPATH": str(wt), "PATH": "/usr/bin:/bin"})
-        if p.returncode != 0:
-            raise RuntimeError(p.stderr[-3000:])
-        return {"rev": rev, **json.loads(p.stdout.strip().splitlines()[-1])}
+        old = _same_loops(wt, bundle, photos, rig_seconds)
     finally:
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(wt)], capture_output=True)
+    return {"rev": rev, **old, "after_same_loops": _same_loops(REPO, bundle, photos, rig_seconds)}
 
 
 def main(argv=None) -> None:
@@ -131,8 +137,11 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--before", help="a git revision of this repository to measure the same way (e.g. 180a2ec)")
     ap.add_argument("--sustained", type=float, default=0.0, help="also a sustained run of this many seconds")
-    ap.add_argument("--embed", action="store_true", help="also a bundle with --embed-preprocess (uint8 NHWC input: "
-                                                         "normalisation inside the graph), end to end on the photos")
+    ap.add_argument("--embed", action="store_true", help="also an fp32 bundle with --embed-preprocess (uint8 NHWC "
+                                                         "input: normalisation inside the graph; int8 cannot embed "
+                                                         "it yet), end to end on the photos")
+    ap.add_argument("--parts", nargs="+", choices=("e2e", "rigs", "max", "before"), default=["e2e", "rigs", "max", "before"],
+                    help="what to measure (the rest is kept from an existing --json)")
     ap.add_argument("--json", type=Path, default=RESULTS / "bench_robot.json")
     a = ap.parse_args(argv)
     data = SHARED / "hymenoptera" / "val"
@@ -141,14 +150,15 @@ def main(argv=None) -> None:
     bundle = a.bundle or lite0_bundle(work)
     print(f"bundle {bundle} ({time.time() - t0:.0f} s)", flush=True)
     quiet = dict(rss=False, torch_reference=False)
-    doc = {"date": datetime.date.today().isoformat(), "machine": machine_info(),
+    doc = json.loads(a.json.read_text()) if set(a.parts) != {"e2e", "rigs", "max", "before"} and a.json.is_file() else {}
+    doc.update({"date": datetime.date.today().isoformat(), "machine": machine_info(),
            "cpu_flags": sorted(f for f in cpu_info()["flags"] if "avx" in f or "vnni" in f), "bundle": str(bundle),
            "data": str(data), "rig_seconds": a.rig_seconds, "repeats": a.repeats,
-           "command": "python benchmarks/bench_robot.py " + " ".join(argv or sys.argv[1:])}
+           "command": "python benchmarks/bench_robot.py " + " ".join(argv or sys.argv[1:])})
     print(f"CPU: {doc['machine']['cpu']}, {doc['machine']['cores']} cores, flags {' '.join(doc['cpu_flags'])}")
 
     # 1. model vs end to end: the photos as stored, and a raw 1280x720 frame
-    for key, extra in (("end_to_end_photos", {}), ("end_to_end_raw_1280x720", {"frame_size": SIZE})):
+    for key, extra in [] if "e2e" not in a.parts else (("end_to_end_photos", {}), ("end_to_end_raw_1280x720", {"frame_size": SIZE})):
         r = bench(bundle, BenchConfig(target="host", data=data, min_runs=200, min_time=5.0, out=work / key,
                                       **quiet, **extra))
         doc[key] = _e2e(r)
@@ -158,12 +168,11 @@ def main(argv=None) -> None:
                   f"({e['ratio']:.2f}x; " + ", ".join(f"{s} {ms:.2f}" for s, ms in e["stages_p50_ms"].items()) + ")",
                   flush=True)
 
-    if a.embed:  # normalisation folded into the graph: does it measure faster end to end?
+    if a.embed and "e2e" in a.parts:  # normalisation folded into the graph: does it measure faster end to end?
         from edgetl.config import ExportConfig
         from edgetl.exporter import export
 
-        emb = export(bundle.parent, ExportConfig(int8=True, embed_preprocess=True, max_drop=100.0, min_agreement=0.0,
-                                                 out=work / "embedded"), force=True).path
+        emb = export(bundle.parent, ExportConfig(embed_preprocess=True, out=work / "embedded"), force=True).path
         r = bench(emb, BenchConfig(target="host", data=data, min_runs=200, min_time=5.0, out=work / "emb", **quiet))
         doc["end_to_end_photos_embedded"] = _e2e(r)
         for e in doc["end_to_end_photos_embedded"]:
@@ -172,7 +181,7 @@ def main(argv=None) -> None:
 
     # 2. rigs at the cameras' resolution
     rigs = []
-    for label, target, extra in (("vehicle-6cam 1280x720 raw", "vehicle-6cam", {"frame_size": SIZE}),
+    for label, target, extra in [] if "rigs" not in a.parts else (("vehicle-6cam 1280x720 raw", "vehicle-6cam", {"frame_size": SIZE}),
                                  ("robot-4cam 1280x720 raw", "robot-4cam", {}),
                                  ("robot-4cam 1280x720 mjpeg", "robot-4cam", {"frames": "mjpeg"}),
                                  ("robot-4cam 1280x720 raw staggered", "robot-4cam", {"trigger": "staggered"})):
@@ -182,24 +191,25 @@ def main(argv=None) -> None:
         for v, row in rep.variants.items():
             rigs.append(_rig_row(label, v, row))
             print(f"{label} {v}: {row['rig']['summary']}", flush=True)
-    doc["rigs"] = rigs
+    if rigs:
+        doc["rigs"] = rigs
 
     # 3. streams sustained at 30 FPS, 1280x720 raw frames
-    rep = bench(bundle, BenchConfig(target="robot-4cam", data=data, min_runs=10, min_time=0.0, end_to_end=False,
+    rep = None if "max" not in a.parts else bench(bundle, BenchConfig(target="robot-4cam", data=data, min_runs=10, min_time=0.0, end_to_end=False,
                                     rig_seconds=a.rig_seconds, repeats=1, streams_max=True, out=work / "max", **quiet))
-    doc["streams_max_30fps_1280x720"] = {v: _rig_row("streams max", v, row) for v, row in rep.variants.items()}
-    for v, row in rep.variants.items():
+    for v, row in (rep.variants.items() if rep else ()):
+        doc.setdefault("streams_max_30fps_1280x720", {})[v] = _rig_row("streams max", v, row)
         print(f"streams max {v}: {row['rig']['streams_max']['summary']}", flush=True)
 
     if a.sustained:
         rep = bench(bundle, BenchConfig(target="host", min_runs=10, min_time=0.0, end_to_end=False,
                                         duration=a.sustained, out=work / "sustained", **quiet))
         doc["sustained"] = rep.data["sustained"]
-    if a.before:
+    if a.before and "before" in a.parts:
         photos = [str(p) for p in sorted(data.glob("*/*"))[::10][:16]]
         doc["before"] = before(a.before, bundle, photos, a.rig_seconds)
-        for v, b in doc["before"].items():
-            if isinstance(b, dict):
+        for v, b in {**doc["before"], **{f"{k} now": x for k, x in doc["before"]["after_same_loops"].items()}}.items():
+            if isinstance(b, dict) and "model_p50_ms" in b:
                 print(f"before ({a.before}) {v}: model {b['model_p50_ms']:.2f} ms, photos end to end "
                       f"{b['e2e_p50_ms']:.2f} ms, 1280x720 frame {b['raw720_p50_ms']:.2f} ms; rigs " +
                       "; ".join(f"{k}: {r['missed']} of {r['captured']} missed, worst p99 "

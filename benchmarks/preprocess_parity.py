@@ -34,6 +34,40 @@ def _old_normalize(pp, frames: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(x, -1, -3))
 
 
+def _interleaved_old_new(pp, blobs: list[bytes], rounds: int = 5) -> dict:
+    """Camera input -> the model's tensor, the code before this change against now, interleaved in rounds
+    in one process (a VM's drift between two separate runs was larger than the difference): JPEG photo
+    bytes, and the same photos as raw 1280x720 frames. Median ms per call."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    from edgetl.benchmark.end_to_end import camera_frames
+    from edgetl.config import FrameSource
+    from edgetl.runtime.preprocess import load_image
+
+    frames = camera_frames([np.asarray(load_image(b)) for b in blobs], (1280, 720), FrameSource.raw)
+
+    def old_photo(b):
+        with Image.open(io.BytesIO(b)) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im).convert("RGB")
+        return _old_normalize(pp, pp.reference_frame(im)[None])
+
+    fns = {"photo_before": (old_photo, blobs),
+           "photo_now": (lambda b: pp.normalize(pp.frame(load_image(b))[None]), blobs),
+           "raw1280x720_before": (lambda f: _old_normalize(pp, pp.reference_frame(Image.fromarray(f))[None]), frames),
+           "raw1280x720_now": (lambda f: pp.normalize(pp.frame(Image.fromarray(f))[None]), frames)}
+    ts = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, (fn, items) in fns.items():
+            for it in items:
+                t = time.perf_counter()
+                fn(it)
+                ts[k].append((time.perf_counter() - t) * 1e3)
+    return {k: float(np.median(v)) for k, v in ts.items()}
+
+
 def _best_ms(fn, n: int = 5) -> float:
     fn()
     best = float("inf")
@@ -119,8 +153,12 @@ def main(argv=None) -> None:
               f"{r['fast_decode_max_abs_tensor_diff']:.3f} | {r['fast_decode_top1_flips']} | "
               f"{m['resize_crop_ref']:.2f} -> {m['resize_crop_frame']:.2f} | {m['normalize_old']:.2f} -> "
               f"{m['normalize_lut']:.2f} | {m['decode']:.2f} -> {m['decode_draft']:.2f} |")
+    blobs = [p.read_bytes() for p in sorted((SHARED / "hymenoptera" / "val").glob("*/*"))[::10][:16]]
+    old_new = _interleaved_old_new(pp, blobs)
+    print("camera input -> tensor, before -> now (median ms, interleaved): " + ", ".join(f"{k} {v:.2f}" for k, v in old_new.items()))
     cpu = cpu_info()
-    save(a.json, {"date": datetime.date.today().isoformat(), "cpu": cpu["model"],
+    save(a.json, {"before_vs_now_ms": old_new, "before_vs_now_inputs": "16 hymenoptera val photos (JPEG bytes), and "
+                  "the same as raw 1280x720 frames; Lite0's preprocessing (bicubic, 256 -> 224)","date": datetime.date.today().isoformat(), "cpu": cpu["model"],
                   "cpu_flags": sorted(f for f in cpu["flags"] if "avx" in f or "vnni" in f or "sse4" in f),
                   "rows": rows, "classifier": "efficientnet_lite0 ImageNet (1000 classes)",
                   "command": "python benchmarks/preprocess_parity.py " + " ".join(argv or sys.argv[1:])})

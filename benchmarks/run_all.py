@@ -165,7 +165,14 @@ def _bench_robot(d: dict) -> list[str]:
                        f"before ({before.get('rev', '-')}) end to end p50 ms"],
                       [[r["variant"], round(r["model_p50_ms"], 2), round(r["e2e_p50_ms"], 2), f"{r['ratio']:.2f}x",
                         "yes" if r["ratio"] <= goal else "no", *(round(r["stages_p50_ms"][s], 2) for s in stages),
-                        round(before[r["variant"]][bkey], 2) if r["variant"] in before else "-"] for r in rows]) + [""]
+                        round(before[r["variant"]][bkey], 2) if r["variant"] in before else "-"] for r in rows]) + [
+            "", "(*before* here: the old code's plain predict() loop; the rows beside it are bench's interleaved "
+                "rounds, where the run stage is slower than the model alone: compare before and now in the table "
+                "of same loops below.)", ""]
+    for r in d.get("end_to_end_photos_embedded") or []:
+        out += [f"Normalisation folded into the graph (`export --embed-preprocess`, fp32: int8 cannot embed it yet): "
+                f"model p50 {r['model_p50_ms']:.2f} ms, end to end {r['e2e_p50_ms']:.2f} ms ({r['ratio']:.2f}x), "
+                f"normalize stage {r['stages_p50_ms']['normalize']:.2f} ms.", ""]
     out += [f"Camera rigs at 30 FPS, 33.3 ms deadline, {d['rig_seconds']:g} s per run after a probe of each serving "
             f"way, {d['repeats']} runs each (the verdict is the worst run's; PASS when every stream answers 99% of "
             f"its frames in time, dropped frames counted as misses):", ""]
@@ -176,12 +183,24 @@ def _bench_robot(d: dict) -> list[str]:
                     "; ".join(f"{x['missed']} / {x['worst_p99_ms'] and round(x['worst_p99_ms'], 1)}" for x in r["repeats"] or []),
                     "PASS" if r["pass"] else "FAIL"] for r in d["rigs"]])
     if before:
-        out += ["", f"Before ({before['rev']}: a worker per camera, shared or per-stream sessions, the resize of the "
-                    f"whole frame), the same 1280x720 frames, {d['rig_seconds']:g} s, one run:", ""]
-        out += _table(["rig", "variant", "sessions", "worst-stream p99 ms", "missed", "status"],
-                      [[k, v, r["mode"], r["worst_p99_ms"] and round(r["worst_p99_ms"], 1), f"{r['missed']} of {r['captured']}",
-                        "PASS" if r["pass"] else "FAIL"] for v, b in before.items() if isinstance(b, dict)
-                       for k, r in b["rigs_1280x720"].items()])
+        now = before.get("after_same_loops", {})
+        out += ["", f"Before ({before['rev']}) and now, measured by the same loops in one run (plain `predict()` calls, "
+                    f"p50 of 60; a worker per camera with shared or per-stream sessions, the better one, "
+                    f"{d['rig_seconds']:g} s, the same 1280x720 frames):", ""]
+        rows = []
+        for v in ("fp32", "int8"):
+            b, n = before.get(v), now.get(v)
+            if not (b and n):
+                continue
+            rows.append([v, "model alone", round(b["model_p50_ms"], 2), round(n["model_p50_ms"], 2)])
+            rows.append([v, "JPEG photo -> label", round(b["e2e_p50_ms"], 2), round(n["e2e_p50_ms"], 2)])
+            rows.append([v, "1280x720 raw frame -> label", round(b["raw720_p50_ms"], 2), round(n["raw720_p50_ms"], 2)])
+            for k in b["rigs_1280x720"]:
+                rb, rn = b["rigs_1280x720"][k], n["rigs_1280x720"][k]
+                rows.append([v, f"{k} rig, missed (worst p99 ms)",
+                             f"{rb['missed']} of {rb['captured']} ({rb['worst_p99_ms'] and round(rb['worst_p99_ms'], 1)})",
+                             f"{rn['missed']} of {rn['captured']} ({rn['worst_p99_ms'] and round(rn['worst_p99_ms'], 1)})"])
+        out += _table(["variant", "what", f"before ({before['rev']})", "now"], rows)
     sm = d.get("streams_max_30fps_1280x720") or {}
     if sm:
         out += ["", "Streams this host sustains at 30 FPS, 33.3 ms deadline, 1280x720 raw frames (`--target robot-4cam "
@@ -208,7 +227,7 @@ def _arm64_drift(d: dict) -> list[str]:
 def _preprocess_parity(d: dict) -> list[str]:
     out = [f"### Preprocessing: the device's frame against the training reference (`preprocess_parity.py`, {d['date']}, "
            f"{d['cpu']}, {' '.join(d.get('cpu_flags', []))})", "",
-           f"Every val photo of each dataset. *frame*: only the crop's region resampled, the default everywhere "
+           f"Every val photo of each dataset. *frame*: only the columns that survive the crop resampled, the default everywhere "
            f"(training, export, device); *reference*: the whole image resized, then cropped (torchvision's order). "
            f"*fast decode* (opt-in): JPEG decoded at a reduced DCT scale. Predictions: {d['classifier']}, top-1 "
            f"against the reference's. Timings: mean of the best of 5 calls on 24 photos per dataset.", ""]
@@ -221,6 +240,13 @@ def _preprocess_parity(d: dict) -> list[str]:
                     f"{r['mean_ms']['resize_crop_ref']:.2f} -> {r['mean_ms']['resize_crop_frame']:.2f}",
                     f"{r['mean_ms']['normalize_old']:.2f} -> {r['mean_ms']['normalize_lut']:.2f} ({r['lut_max_abs_diff']:g})",
                     f"{r['mean_ms']['decode']:.2f} -> {r['mean_ms']['decode_draft']:.2f}"] for r in d["rows"]])
+    bn = d.get("before_vs_now_ms")
+    if bn:
+        out += ["", f"Camera input -> the model's tensor (no model), the code before #27 against now, interleaved in "
+                    f"rounds in one process ({d['before_vs_now_inputs']}); median ms per call:", ""]
+        out += _table(["input", "before", "now", "change"],
+                      [[k, round(bn[f"{k}_before"], 2), round(bn[f"{k}_now"], 2),
+                        f"{100 * (bn[f'{k}_now'] / bn[f'{k}_before'] - 1):+.0f}%"] for k in ("photo", "raw1280x720")])
     return out
 
 
@@ -304,7 +330,7 @@ RENDER = {"int8_fidelity": _int8_fidelity, "nncf_compare": _nncf_compare, "int8_
 
 
 def write_report() -> Path:
-    from edgetl.benchmark import machine_info
+    from edgetl.benchmark.orchestrate import machine_info
 
     docs = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
     m = machine_info()

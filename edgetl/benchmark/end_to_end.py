@@ -85,16 +85,18 @@ def camera_frames(decoded: list[np.ndarray], size: tuple[int, int], source: Fram
 
 
 def rig_inputs(cfg: BenchConfig, size: tuple[int, int] | None, blobs: list[bytes], decoded: list[np.ndarray],
-               source_line: str) -> tuple[list, str]:
-    """The frames the end-to-end rows and the camera rig are fed, and a line saying what they are."""
+               source_line: str) -> tuple[list, list, str]:
+    """(the end-to-end rows' inputs, the camera rig's frames, a line saying what they are). With a frame
+    size both are camera frames of that size in the --frames form; without, the end-to-end rows take the
+    encoded images as stored and the rig their decoded frames (--frames raw) or their bytes (mjpeg)."""
     if size is None:
         if cfg.frames == FrameSource.mjpeg:
-            return blobs, f"{source_line}; as their JPEG bytes (--frames mjpeg)"
-        return decoded, f"{source_line}; decoded (--frames raw)"
+            return blobs, blobs, f"{source_line}; the camera rig takes their JPEG bytes (--frames mjpeg)"
+        return blobs, decoded, f"{source_line}; the camera rig takes them decoded (--frames raw)"
     frames = camera_frames(decoded, size, cfg.frames)
     kind = "JPEG bytes, quality 90, decoded by the worker (--frames mjpeg)" if cfg.frames == FrameSource.mjpeg \
         else "raw uint8 frames (--frames raw)"
-    return frames, f"{len(frames)} camera frames of {size[0]}x{size[1]} ({kind}) made from {source_line}"
+    return frames, frames, f"{len(frames)} camera frames of {size[0]}x{size[1]} ({kind}) made from {source_line}"
 
 
 def end_to_end_rows(predictors: dict, images: list[bytes], cfg: BenchConfig, progress: Progress) -> dict:

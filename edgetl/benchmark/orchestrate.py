@@ -169,11 +169,11 @@ def bench(model: str | Path, cfg: BenchConfig | None = None, *, progress: Progre
                  else TorchReference("off (BenchConfig.torch_reference=False)"))
     results = time_variants(predictors, plan.variants, x, cfg, threads=plan.threads, torch_ref=torch_ref,
                             progress=progress)
-    inputs, images_source = None, None
+    e2e_inputs, inputs, images_source = None, None, None
     if cfg.end_to_end or scenario == Scenario.camera_rig:
-        inputs, images_source = rig_inputs(cfg, plan.frame_size, *encoded_images(cfg))
+        e2e_inputs, inputs, images_source = rig_inputs(cfg, plan.frame_size, *encoded_images(cfg))
     if cfg.end_to_end:
-        for v, row in end_to_end_rows(predictors, inputs, cfg, progress).items():
+        for v, row in end_to_end_rows(predictors, e2e_inputs, cfg, progress).items():
             results[v]["end_to_end"] = row
     _scenario_rows(plan, cfg, results, predictors, inputs, progress)
     for v, row in results.items():

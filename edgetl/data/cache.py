@@ -45,7 +45,7 @@ class ImageCache:
     def key(self, path: Path, pp: Preprocess, frame: bool = False) -> Path:
         st = path.stat()
         kind = f"frame{pp.crop}" if frame else "resized"
-        raw = f"{path.resolve()}|{st.st_mtime_ns}|{st.st_size}|{pp.resize}|{pp.interpolation}|{kind}|v2"
+        raw = f"{path.resolve()}|{st.st_mtime_ns}|{st.st_size}|{pp.resize}|{pp.interpolation}|{kind}|v3"
         h = hashlib.sha1(raw.encode()).hexdigest()
         return self.root / h[:2] / f"{h}.npy"
 

@@ -55,7 +55,7 @@ def feature_key(source: FeatureSource, samples: Sequence[Sample], *, view: int, 
     h = hashlib.sha256()
     augmented = augment != "none"
     h.update(f"{source.identity()}|{source.preprocess.to_json()}|{augmented}|{augment}|{view}|{source.seed}|"
-             f"{engine}|v2".encode())  # v2: frames by Preprocess.frame
+             f"{engine}|v3".encode())  # v3: frames by Preprocess.frame (resized columns only)
     for s in samples:
         st = s.path.stat()
         h.update(f"{s.path.resolve()}|{st.st_mtime_ns}|{st.st_size}|{s.label}\n".encode())
