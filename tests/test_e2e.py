@@ -31,7 +31,7 @@ def test_vehicles_finetune_export_bench_predict_verify(tmp_path):
 
     ex = json.loads(run_cli("export", run, "--int8", "--json", check=True).stdout)
     q = ex["quantization"]["parity"]
-    assert q["n"] == 200 and q["top1_agreement"] >= 0.99 and q["drop_points"] <= 0.5, q
+    assert q["n"] == 200 and q["top1_agreement"] >= 0.99 and q["drop_points"] <= 0.5 + 1e-9, q  # (1 image = 0.5)
     bundle = Path(ex["bundle"])
     assert (bundle / "model.int8.onnx").is_file() and ex["parity"]["fp32"]["max_abs_diff"] < 1e-3
 

@@ -224,6 +224,7 @@ def uninterrupted(tmp_path_factory):
     return args, json.loads(run_cli(*args, "--out", root / "ref", "--json", check=True).stdout)
 
 
+@pytest.mark.slow  # (3 real fine-tunes, ~2-3 minutes: CI runs it with the slow suite on every change)
 @pytest.mark.parametrize("sig", ["SIGKILL", "SIGINT"])
 def test_killed_run_resumes_to_the_same_result(tmp_path, sig, uninterrupted):
     """A real `edgetl finetune` in a subprocess is killed (kill -9, or Ctrl-C) after its first

@@ -212,6 +212,7 @@ def test_unexpected_device_output_is_one_line_naming_its_edgetl(bundle, sshd, tm
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # (~45 s: CI runs it with the slow suite)
 def test_one_bench_at_a_time_on_a_device_and_gc_cleans_what_runs_left(bundle, sshd, device_venv, tmp_path):
     b, data = bundle
     cache = tmp_path / "cache"
