@@ -58,6 +58,13 @@ class Device(str, enum.Enum):
     cuda = "cuda"
 
 
+class Resampler(str, enum.Enum):
+    """How images are resized, in training and on the device alike (``Preprocess.resampler``)."""
+
+    pillow = "pillow"
+    opencv = "opencv"
+
+
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
     """Everything that defines a fine-tuning run; written to ``run.json``."""
@@ -85,11 +92,13 @@ class FinetuneConfig:
     val_fraction: float = 0.2
     workers: int = 2
     image_size: int | None = None  # override the backbone's input size (keeps its resize/crop ratio)
+    resampler: Resampler = Resampler.pillow  # opencv: ~10x cheaper resize on the device, trained on the same
     image_cache: bool = True
     out: Path | None = None
 
     def __post_init__(self):
-        coerce_enums(self, {"strategy": Strategy, "augment": Augment, "schedule": Schedule, "device": Device})
+        coerce_enums(self, {"strategy": Strategy, "augment": Augment, "schedule": Schedule, "device": Device,
+                            "resampler": Resampler})
         # absolute: export and bench reopen these from run.json, maybe from another working directory
         object.__setattr__(self, "data", Path(self.data).expanduser().absolute())
         if self.out is not None:
@@ -132,6 +141,8 @@ class FinetuneConfig:
         pp = zoo.get_spec(self.backbone).preprocess
         if self.image_size and self.image_size != pp.crop:
             pp = dataclasses.replace(pp, crop=self.image_size, resize=round(self.image_size * pp.resize / pp.crop))
+        if self.resampler != Resampler.pillow:
+            pp = dataclasses.replace(pp, resampler=self.resampler.value)
         return pp
 
     def default_out(self) -> Path:

@@ -34,7 +34,7 @@ class ImageCache:
     crops from), or, with ``frame=True``, the model's frame itself (``Preprocess.frame``: exactly what the
     device computes, so every evaluation, calibration and parity tensor is the device's).
 
-    Keyed by absolute path, mtime, size, the preprocessing's resize, crop and interpolation and the kind,
+    Keyed by absolute path, mtime, size, the preprocessing's resize, crop, interpolation and resampler and the kind,
     so an edited photo or a backbone with other preprocessing never reads a stale entry.
     """
 
@@ -45,7 +45,8 @@ class ImageCache:
     def key(self, path: Path, pp: Preprocess, frame: bool = False) -> Path:
         st = path.stat()
         kind = f"frame{pp.crop}" if frame else "resized"
-        raw = f"{path.resolve()}|{st.st_mtime_ns}|{st.st_size}|{pp.resize}|{pp.interpolation}|{kind}|v3"
+        how = pp.interpolation if pp.resampler == "pillow" else f"{pp.interpolation}|{pp.resampler}"
+        raw = f"{path.resolve()}|{st.st_mtime_ns}|{st.st_size}|{pp.resize}|{how}|{kind}|v3"
         h = hashlib.sha1(raw.encode()).hexdigest()
         return self.root / h[:2] / f"{h}.npy"
 

@@ -118,7 +118,7 @@ def _write_manifest(stage: Path, src: Source, cfg: ExportConfig, ck_sha: str, *,
     files["export.json"] = file_entry(stage / "export.json")
     shape_in = ["batch", *src.inputs.shape[1:]]
     write_json(stage / MANIFEST, {
-        "format": BUNDLE_FORMAT, "format_version": format_version(parity),
+        "format": BUNDLE_FORMAT, "format_version": format_version(parity, src.pp),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "created_by": {"edgetl": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                        "onnxruntime": onnxruntime.__version__, "python": platform.python_version()},

@@ -76,7 +76,7 @@ def load_source(run_dir: Path, ck_path: Path, cfg: ExportConfig, progress: Progr
     frames = cache.frames(samples, pp)  # [N,H,W,3]
     variants = ["fp32"] + ["int8"] * bool(cfg.int8) + ["fp16"] * bool(cfg.fp16)
     return Source(run_dir, ck_path, ck, model, labels, pp, frames, pp.normalize(frames),
-                  np.array([s.label for s in samples]), data_dir, format_version(variants))
+                  np.array([s.label for s in samples]), data_dir, format_version(variants, pp))
 
 
 def prepared_inputs(src: Source, samples: list, where: Path, what: str, progress: Progress) -> np.ndarray:

@@ -28,7 +28,7 @@ from .errors import ArtifactError
 from .preprocess import Preprocess
 
 BUNDLE_FORMAT = "edgetl-bundle"
-BUNDLE_VERSION = 2  # the newest this reader takes; 2: a bundle with a float16 variant
+BUNDLE_VERSION = 3  # the newest this reader takes; 2: a bundle with a float16 variant; 3: a resampler other than PIL
 MANIFEST = "bundle.json"
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 META_PREFIX = "edgetl."
@@ -184,9 +184,13 @@ def verify_files(bundle_dir: str | Path, m: Manifest) -> list[str]:
     return list(m.files)
 
 
-def format_version(variants) -> int:
-    """The oldest format that holds these variants: an fp16 bundle is 2, so that a reader of 1 (which does
-    not know fp16) says "upgrade edgetl" instead of failing on its variant; others stay 1."""
+def format_version(variants, pp: Preprocess | None = None) -> int:
+    """The oldest format that holds these variants and this preprocessing: a bundle whose preprocessing
+    uses a resampler other than PIL is 3 (a reader of 2 would ignore the field and resize with PIL: wrong
+    pixels, silently), an fp16 bundle 2 (a reader of 1 does not know fp16), others 1. An older reader then
+    says "upgrade edgetl" instead of computing something else."""
+    if pp is not None and pp.resampler != "pillow":
+        return 3
     return 2 if "fp16" in variants else 1
 
 

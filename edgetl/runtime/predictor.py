@@ -116,7 +116,8 @@ class Predictor:
         if isinstance(x, np.ndarray):
             # every size goes through resize + crop, a crop x crop frame included: the same frame saved
             # as a file is resized then cropped too, and both must give the same logits
-            return pp.frame(Image.fromarray(self._checked_array(x)))
+            x = self._checked_array(x)
+            return pp.frame(x if pp.resampler == "opencv" else Image.fromarray(x))
         raise RuntimeInputError(f"cannot predict on {type(x).__name__}: pass a path, a PIL image or a uint8 array")
 
     @staticmethod
@@ -183,7 +184,8 @@ class Predictor:
         columns that survive the crop, so "crop" is what is left: the rows, and the frame as an array."""
         pp, t = self.preprocess, [time.perf_counter()]
         if isinstance(image, np.ndarray):
-            img = Image.fromarray(self._checked_array(image))
+            img = self._checked_array(image)
+            img = img if pp.resampler == "opencv" else Image.fromarray(img)  # (opencv resizes the array itself)
         else:
             img = load_image(image, fast_decode=self._decode_for)
         t.append(time.perf_counter())
