@@ -12,15 +12,17 @@ SHARED = ROOT.parent / "shared" / "datasets"
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def lite0_bundle(work: Path, dataset: str = "hymenoptera", fp16: bool = False) -> Path:
+def lite0_bundle(work: Path, dataset: str = "hymenoptera", fp16: bool = False, resampler: str = "pillow") -> Path:
     """efficientnet_lite0 (real ImageNet weights) fine-tuned with the default linear probe, exported
-    with --int8 (accuracy gate off: these benchmarks measure speed), and --fp16 when asked."""
+    with --int8 (accuracy gate off: these benchmarks measure speed), and --fp16 when asked; images resized
+    by ``resampler`` (finetune --resampler)."""
     from edgetl.config import ExportConfig
     from edgetl.exporter import export
     from edgetl.config import FinetuneConfig
     from edgetl.training import finetune
 
-    run = finetune(FinetuneConfig(data=SHARED / dataset, backbone="efficientnet_lite0", out=work / "run"), force=True)
+    run = finetune(FinetuneConfig(data=SHARED / dataset, backbone="efficientnet_lite0", out=work / "run",
+                                  resampler=resampler), force=True)
     return export(run.out, ExportConfig(int8=True, fp16=fp16, max_drop=100.0, min_agreement=0.0), force=True).path
 
 

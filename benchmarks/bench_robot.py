@@ -142,18 +142,23 @@ def main(argv=None) -> None:
                                                          "it yet), end to end on the photos")
     ap.add_argument("--parts", nargs="+", choices=("e2e", "rigs", "max", "before"), default=["e2e", "rigs", "max", "before"],
                     help="what to measure (the rest is kept from an existing --json)")
-    ap.add_argument("--json", type=Path, default=RESULTS / "bench_robot.json")
+    ap.add_argument("--resampler", choices=("pillow", "opencv"), default="pillow",
+                    help="the default bundle trained with this resampler (finetune --resampler); opencv writes "
+                         "bench_robot_opencv.json unless --json says otherwise")
+    ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
+    a.json = a.json or RESULTS / ("bench_robot.json" if a.resampler == "pillow" else "bench_robot_opencv.json")
     data = SHARED / "hymenoptera" / "val"
     work = Path(tempfile.mkdtemp(prefix="edgetl-robot-"))
     t0 = time.time()
-    bundle = a.bundle or lite0_bundle(work)
+    bundle = a.bundle or lite0_bundle(work, resampler=a.resampler)
     print(f"bundle {bundle} ({time.time() - t0:.0f} s)", flush=True)
     quiet = dict(rss=False, torch_reference=False)
     doc = json.loads(a.json.read_text()) if set(a.parts) != {"e2e", "rigs", "max", "before"} and a.json.is_file() else {}
     doc.update({"date": datetime.date.today().isoformat(), "machine": machine_info(),
            "cpu_flags": sorted(f for f in cpu_info()["flags"] if "avx" in f or "vnni" in f), "bundle": str(bundle),
            "data": str(data), "rig_seconds": a.rig_seconds, "repeats": a.repeats,
+           "resampler": json.loads((bundle / "bundle.json").read_text())["preprocess"].get("resampler", "pillow"),
            "command": "python benchmarks/bench_robot.py " + " ".join(argv or sys.argv[1:])})
     print(f"CPU: {doc['machine']['cpu']}, {doc['machine']['cores']} cores, flags {' '.join(doc['cpu_flags'])}")
 

@@ -19,8 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, ROOT  # noqa: E402
 
 HERE = ROOT / "benchmarks"
-SCRIPTS = ["int8_fidelity.py", "int8_zoo.py", "bench_fidelity.py", "bench_robot.py", "preprocess_parity.py", "sweep_targets.py", "cold_start.py",
-           "endurance.py", "finetune_speed.py", "finetune_datasets.py"]
+SCRIPTS = ["int8_fidelity.py", "int8_zoo.py", "bench_fidelity.py", "bench_robot.py", "bench_robot.py --resampler opencv",
+           "preprocess_parity.py", "resampler.py", "sweep_targets.py", "cold_start.py", "endurance.py",
+           "finetune_speed.py", "finetune_datasets.py"]
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
@@ -147,7 +148,8 @@ def _sweep_targets(d: dict) -> list[str]:
 
 def _bench_robot(d: dict) -> list[str]:
     m = d["machine"]
-    out = [f"### Bench as the robot runs it (`bench_robot.py`, {d['date']}, efficientnet_lite0 on hymenoptera, "
+    how = "" if d.get("resampler", "pillow") == "pillow" else f", trained with --resampler {d['resampler']}"
+    out = [f"### Bench as the robot runs it (`bench_robot.py`, {d['date']}, efficientnet_lite0 on hymenoptera{how}, "
            f"--int8; {m['cpu']}, {m['cores']} cores, {' '.join(d.get('cpu_flags', []))})", "",
            f"Command: `{d['command']}`. Model: the model alone on a prepared tensor, batch 1. End to end: camera "
            f"input -> label through the device runtime (decode, resize, crop, normalize, run, softmax/top-k); p50 "
@@ -168,7 +170,7 @@ def _bench_robot(d: dict) -> list[str]:
                         round(before[r["variant"]][bkey], 2) if r["variant"] in before else "-"] for r in rows]) + [
             "", "(*before* here: the old code's plain predict() loop; the rows beside it are bench's interleaved "
                 "rounds, where the run stage is slower than the model alone: compare before and now in the table "
-                "of same loops below.)", ""]
+                "of same loops below.)" if before else "(no *before* run in this file)", ""]
     for r in d.get("end_to_end_photos_embedded") or []:
         out += [f"Normalisation folded into the graph (`export --embed-preprocess`, fp32: int8 cannot embed it yet): "
                 f"model p50 {r['model_p50_ms']:.2f} ms, end to end {r['e2e_p50_ms']:.2f} ms ({r['ratio']:.2f}x), "
@@ -250,6 +252,25 @@ def _preprocess_parity(d: dict) -> list[str]:
     return out
 
 
+def _resampler(d: dict) -> list[str]:
+    out = [f"### The opencv resampler against PIL's resize (`resampler.py`, {d['date']}, {d['cpu']}, "
+           f"{' '.join(d.get('cpu_flags', []))}, OpenCV {d['opencv']})", "",
+           f"Command: `{d['command']}`. Lite0's default linear probe trained with each resampler (`finetune "
+           f"--resampler`), exported with --int8 (gates off); val top-1 of the run, int8's top-1 and agreement with "
+           f"fp32 (the export's chosen candidate).", ""]
+    out += _table(["dataset", "resampler", "fp32 top-1", "int8 top-1", "int8 agreement with fp32"],
+                  [[r["dataset"], r["resampler"], _pct(r["fp32_top1"]), _pct(r["int8_top1"]), _pct(r["int8_agreement"])]
+                   for r in d["rows"]])
+    m, g = d["median_ms"], d["pillow_vs_opencv_grey_levels"]
+    out += ["", f"Camera input -> the model's tensor, interleaved in one process ({d['speed_inputs']}); median ms per "
+                f"call, and how far the two frames are apart:", ""]
+    out += _table(["input", "pillow ms", "opencv ms", "change", "max / mean grey levels apart"],
+                  [[k, round(m[f"{k}_pillow"], 2), round(m[f"{k}_opencv"], 2),
+                    f"{100 * (m[f'{k}_opencv'] / m[f'{k}_pillow'] - 1):+.0f}%", f"{g[k]['max']} / {g[k]['mean']:.2f}"]
+                   for k in ("photo", "raw1280x720")])
+    return out
+
+
 def _cold_start(d: dict) -> list[str]:
     m = d["median"]
     out = [f"### Cold start of the device runtime (`cold_start.py`, {d['date']}, median of {len(d['runs'])})", ""]
@@ -323,7 +344,8 @@ def _plots(docs: dict) -> list[str]:
 
 
 RENDER = {"int8_fidelity": _int8_fidelity, "nncf_compare": _nncf_compare, "int8_zoo": _int8_zoo, "bench_fidelity": _bench_fidelity,
-          "bench_robot": _bench_robot, "preprocess_parity": _preprocess_parity, "arm64_drift": _arm64_drift,
+          "bench_robot": _bench_robot, "bench_robot_opencv": _bench_robot, "preprocess_parity": _preprocess_parity,
+          "resampler": _resampler, "arm64_drift": _arm64_drift,
           "sweep_targets": _sweep_targets, "cold_start": _cold_start,
           "endurance": _endurance, "finetune_speed": _finetune_speed,
           "finetune_datasets": _finetune_datasets}
@@ -356,7 +378,8 @@ def main(argv=None) -> None:
     if not a.report:
         for s in SCRIPTS:
             print(f"== {s}", flush=True)
-            subprocess.run([sys.executable, str(HERE / s)], check=True, cwd=ROOT)
+            script, *args = s.split()
+            subprocess.run([sys.executable, str(HERE / script), *args], check=True, cwd=ROOT)
     print(f"wrote {write_report()}")
 
 
