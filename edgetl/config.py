@@ -142,6 +142,9 @@ class FinetuneConfig:
         if self.image_size and self.image_size != pp.crop:
             pp = dataclasses.replace(pp, crop=self.image_size, resize=round(self.image_size * pp.resize / pp.crop))
         if self.resampler != Resampler.pillow:
+            from .runtime.preprocess import require_opencv
+
+            require_opencv()
             pp = dataclasses.replace(pp, resampler=self.resampler.value)
         return pp
 

@@ -58,6 +58,20 @@ def test_an_older_reader_reads_a_fresh_fp32_int8_bundle(int8_only, format1_reade
     assert Predictor(int8_only.path / "model.int8.onnx").variant == "int8"
 
 
+def test_verify_checks_this_machines_resize_and_catches_a_pillow_that_resamples_otherwise(int8_only, monkeypatch):
+    """parity.npz carries a held-out photo (as decoded) and export's frame of it: a device whose Pillow
+    resizes differently fails verify before any model runs, instead of drifting silently."""
+    import edgetl.runtime.preprocess as pre
+
+    r = verify_bundle(int8_only.path)
+    assert r["ok"] and r["preprocess"] == {**r["preprocess"], "resampler": "pillow", "max_grey_levels": 0, "ok": True}
+    assert json.loads((int8_only.path / "bundle.json").read_text())["created_by"]["pillow"] == Image.__version__
+    monkeypatch.setitem(pre._RESAMPLE, "bilinear", Image.Resampling.NEAREST)
+    monkeypatch.setitem(pre._RESAMPLE, "bicubic", Image.Resampling.NEAREST)
+    r = verify_bundle(int8_only.path)
+    assert not r["ok"] and r["preprocess"]["max_grey_levels"] > 1
+
+
 def test_an_older_reader_says_upgrade_for_an_fp16_bundle(int8_bundle, format1_reader):
     b, _ = int8_bundle  # conftest: int8 + fp16, so format 2
     with pytest.raises(ArtifactError, match="upgrade edgetl on this device"):

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import assert_one_line_error, make_imagefolder, run_cli
-from edgetl.errors import ArtifactError, RuntimeInputError
+from edgetl.errors import ArtifactError, MissingDependencyError
 from edgetl.runtime.preprocess import Preprocess, load_image
 
 cv2 = pytest.importorskip("cv2", reason="the opencv extra (pip install 'edgetl[opencv]')")
@@ -55,7 +55,7 @@ def test_the_setting_serialises_only_when_it_is_not_pil_and_unknown_ones_are_ref
 
 def test_without_opencv_installed_the_device_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 -> ImportError
-    with pytest.raises(RuntimeInputError, match=r"pip install 'edgetl\[opencv\]'"):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'edgetl\[opencv\]'"):
         CV.frame(_photo(200, 150))
 
 
@@ -116,3 +116,40 @@ def test_a_bad_resampler_on_the_command_line_is_one_line(tmp_path):
     data = make_imagefolder(tmp_path / "d", classes=("a", "b"), n_train=2, n_val=1)
     p = run_cli("finetune", str(data), "--resampler", "simd", "--out", str(tmp_path / "r"))
     assert_one_line_error(p, "resampler", "opencv")
+
+
+def test_the_checkpoint_of_an_opencv_run_is_refused_by_an_older_reader(opencv_run, monkeypatch):
+    import torch
+
+    import edgetl.zoo.checkpoint as c
+
+    run, _, _ = opencv_run
+    assert torch.load(run.out / "best.pt", weights_only=True)["format_version"] == 2
+    monkeypatch.setattr(c, "VERSION", 1)  # the previous release's reader would drop 'resampler' and export PIL frames
+    with pytest.raises(ArtifactError, match="upgrade edgetl"):
+        c.load_checkpoint(run.out)
+
+
+def test_a_device_without_opencv_is_told_at_load_not_per_image(opencv_run, monkeypatch):
+    from edgetl.runtime import Predictor
+
+    _, bundle, _ = opencv_run
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    with pytest.raises(MissingDependencyError, match=r"edgetl\[opencv\]"):
+        Predictor(bundle.path)
+
+
+def test_verify_checks_this_machines_resize_of_a_held_out_photo(opencv_run, monkeypatch):
+    import edgetl.runtime.preprocess as pre
+    from edgetl.runtime import verify_bundle
+
+    _, bundle, _ = opencv_run
+    manifest = json.loads((bundle.path / "bundle.json").read_text())
+    assert manifest["created_by"]["opencv"] == cv2.__version__
+    r = verify_bundle(bundle.path)
+    assert r["ok"] and r["preprocess"]["resampler"] == "opencv" and r["preprocess"]["max_grey_levels"] == 0
+    assert max(r["preprocess"]["photo"][:2]) > 2 * 32  # a real resize (image_size 32), the box reduction included
+    # an OpenCV that resamples otherwise (here: nearest neighbour) is caught before any model runs
+    monkeypatch.setattr(pre, "opencv_resize", lambda a, size: cv2.resize(a, tuple(size), interpolation=cv2.INTER_NEAREST))
+    r = verify_bundle(bundle.path)
+    assert not r["ok"] and not r["preprocess"]["ok"] and r["preprocess"]["max_grey_levels"] > 1

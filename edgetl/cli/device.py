@@ -109,7 +109,16 @@ def verify(
                       f"{x['top1_agreement']:.3f} (min {x['min_agreement']:.2f})",
                       "[green]PASS[/green]" if x["ok"] else "[red]FAIL[/red]")
         console.print(t)
+        pc = r.get("preprocess")
+        if pc:
+            console.print(f"resize ({pc['resampler']}) of a {pc['photo'][1]}x{pc['photo'][0]} held-out photo: "
+                          f"{pc['max_grey_levels']} grey level(s) from export's frame (tolerance {pc['tolerance']}): "
+                          + ("[green]PASS[/green]" if pc["ok"] else "[red]FAIL[/red]"))
     if not r["ok"]:
         bad = [v for v, x in r["variants"].items() if not x["ok"]]
+        if r.get("preprocess") and not r["preprocess"]["ok"]:
+            raise ArtifactError(f"{bundle}: this machine resizes images {r['preprocess']['max_grey_levels']} grey "
+                                f"levels away from export's frame ({r['preprocess']['resampler']}): install the "
+                                f"Pillow/OpenCV version named in bundle.json's created_by, or re-export here")
         raise ArtifactError(f"parity mismatch in {bundle} ({', '.join(bad)}): the model does not reproduce "
                             f"its recorded outputs on this machine")

@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import PIL
 
 from .. import __version__
 from .._config import to_dict
@@ -37,6 +38,7 @@ from ..runtime.bundle import (
     file_entry,
     format_version,
 )
+from ..runtime.preprocess import require_opencv
 from .fp16 import fp16_variant
 from .int8 import int8_variant, int8_verify_tolerance
 from .onnx_graph import fp32_parity, to_onnx
@@ -86,8 +88,9 @@ def export(run: str | Path, cfg: ExportConfig | None = None, *, force: bool = Fa
             simplify_info = to_onnx(src, cfg, stage, ck_sha, progress)
             fp32, ref, got = fp32_parity(src, cfg, stage / VARIANT_FILES["fp32"], progress)
             n_ref = min(8, len(src.inputs))
+            photo = {} if src.photo is None else {"photo": src.photo, "photo_frame": src.pp.frame(src.photo)}
             np.savez(stage / "parity.npz", inputs=src.inputs[:n_ref], logits=ref[:n_ref].astype(np.float32),
-                     labels=src.y[:n_ref])
+                     labels=src.y[:n_ref], **photo)
             parity, quant = {"fp32": fp32}, None
             if cfg.int8:
                 quant = int8_variant(src, cfg, stage, got, ck_sha, progress)
@@ -121,7 +124,9 @@ def _write_manifest(stage: Path, src: Source, cfg: ExportConfig, ck_sha: str, *,
         "format": BUNDLE_FORMAT, "format_version": format_version(parity, src.pp),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "created_by": {"edgetl": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-                       "onnxruntime": onnxruntime.__version__, "python": platform.python_version()},
+                       "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
+                       "pillow": PIL.__version__,
+                       **({"opencv": require_opencv().__version__} if src.pp.resampler == "opencv" else {})},
         "backbone": src.ck["backbone"], "weights_source": src.ck.get("weights_source"), "checkpoint_sha256": ck_sha,
         "labels": src.labels, "preprocess": src.pp.to_dict(), "embed_preprocess": embed,
         "input": {"name": "input", "shape": shape_in, "dtype": "uint8" if embed else "float32",

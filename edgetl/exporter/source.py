@@ -14,7 +14,7 @@ from ..config import ExportConfig
 from ..data import ImageCache, eval_samples, stratified_sample, validate
 from ..errors import ArtifactError, DataError
 from ..runtime.bundle import format_version, onnx_metadata
-from ..runtime.preprocess import Preprocess
+from ..runtime.preprocess import Preprocess, load_image
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ class Source:
     floats: np.ndarray  # float32 [N, 3, H, W], normalised
     y: np.ndarray  # labels [N]
     data_dir: Path
+    photo: np.ndarray | None = None  # uint8 HxWx3: a region of one held-out photo as decoded, for verify's resize check
     format_version: int = 1  # the bundle's (1 unless it will hold fp16): every model's metadata carries it
 
     @property
@@ -76,7 +77,19 @@ def load_source(run_dir: Path, ck_path: Path, cfg: ExportConfig, progress: Progr
     frames = cache.frames(samples, pp)  # [N,H,W,3]
     variants = ["fp32"] + ["int8"] * bool(cfg.int8) + ["fp16"] * bool(cfg.fp16)
     return Source(run_dir, ck_path, ck, model, labels, pp, frames, pp.normalize(frames),
-                  np.array([s.label for s in samples]), data_dir, format_version(variants, pp))
+                  np.array([s.label for s in samples]), data_dir, _photo_region(samples[0].path, pp),
+                  format_version(variants, pp))
+
+
+def _photo_region(path: Path, pp: Preprocess) -> np.ndarray:
+    """The center of a held-out photo as decoded, at most twice the resize target a side (a crop: its pixels
+    as the camera gave them; up to 0.8 MB in parity.npz), so verify can check the device resizes it to the
+    frame export computed."""
+    a = np.asarray(load_image(path), dtype=np.uint8)
+    h, w = a.shape[:2]
+    side = 2 * pp.resize
+    top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return np.ascontiguousarray(a[top:top + side, left:left + side])
 
 
 def prepared_inputs(src: Source, samples: list, where: Path, what: str, progress: Progress) -> np.ndarray:

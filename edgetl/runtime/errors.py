@@ -36,6 +36,10 @@ class RuntimeInputError(EdgetlError):
     """An input given to the device runtime has the wrong shape, type or content."""
 
 
+class MissingDependencyError(EdgetlError):
+    """An optional package the model needs is not installed here (not a problem of any one input)."""
+
+
 def did_you_mean(name: str, choices) -> str:
     """Return ' Did you mean X?' for the closest choice, or '' if none is close."""
     close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.5)

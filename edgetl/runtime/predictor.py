@@ -22,7 +22,7 @@ from PIL import Image
 
 from .bundle import Manifest, parse_onnx_metadata, read_manifest, verify_file
 from .errors import ArtifactError, RuntimeInputError
-from .preprocess import Preprocess, load_image, to_rgb
+from .preprocess import Preprocess, load_image, require_opencv, to_rgb
 from .session import load_session
 
 __all__ = ["Predictor", "Prediction", "STAGES", "variant_of_file"]
@@ -92,6 +92,8 @@ class Predictor:
             raise ArtifactError(f"{where}: its labels differ from bundle.json's: re-export the bundle")
         self.labels: tuple[str, ...] = labels
         self.preprocess: Preprocess = pp
+        if pp.resampler == "opencv":
+            require_opencv()  # now, not as a failure of every image later
         self._decode_for = pp if fast_decode else None  # load_image's fast_decode
         self.embed = embed
         inp = self.session.get_inputs()[0]

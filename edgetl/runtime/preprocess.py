@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ArtifactError, RuntimeInputError
+from .errors import ArtifactError, MissingDependencyError, RuntimeInputError
 
 # Pillow refuses images above 2x this with DecompressionBombError; we make it an error at 1x
 # (~89 MP, e.g. 9500x9500) instead of a warning, so a hostile file cannot exhaust memory.
@@ -206,12 +206,14 @@ class Preprocess:
         return self.normalize(self.frame(img))
 
 
-def _cv2():
+def require_opencv():
+    """OpenCV, or MissingDependencyError saying what to install (a model's property, not an input's: no
+    image is "unreadable" for it)."""
     try:
         import cv2
     except ImportError:
-        raise RuntimeInputError("this model's preprocessing uses the 'opencv' resampler: pip install "
-                                "'edgetl[opencv]' (opencv-python-headless) on this machine") from None
+        raise MissingDependencyError("this model's preprocessing uses the 'opencv' resampler: pip install "
+                                     "'edgetl[opencv]' (opencv-python-headless) on this machine") from None
     return cv2
 
 
@@ -219,7 +221,7 @@ def opencv_resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """uint8 HxWx3 -> (width, height) ``size`` by the 'opencv' resampler: when the image is at least twice
     the size in both sides, an exact k x k box average (k = floor of the smaller scale; the last < k rows and
     columns trimmed), then bilinear (OpenCV's bit-exact ``INTER_LINEAR_EXACT``: the same pixels on x86 and ARM) to ``size``."""
-    cv2 = _cv2()
+    cv2 = require_opencv()
     h, w = a.shape[:2]
     k = int(min(w / size[0], h / size[1]))
     if k >= 2:

@@ -1,4 +1,5 @@
-"""``edgetl verify`` on the device: every file's size and sha256, then parity.npz through each variant.
+"""``edgetl verify`` on the device: every file's size and sha256, the device's resize of a held-out photo
+against the frame export computed (bundles that carry one), then parity.npz through each variant.
 
     report = verify_bundle("bundle/")          # report["ok"], report["variants"]["int8"]["top1_agreement"]
 """
@@ -28,9 +29,13 @@ def verify_bundle(bundle_dir: str | os.PathLike, *, providers=None, threads: int
     try:
         with np.load(bundle_dir / "parity.npz", allow_pickle=False) as z:
             inputs, ref = z["inputs"], z["logits"]
+            photo = (z["photo"], z["photo_frame"]) if "photo" in z.files else None
     except (ValueError, KeyError, OSError) as e:
         raise ArtifactError(f"{bundle_dir / 'parity.npz'} is unreadable ({type(e).__name__}): re-export the bundle") from None
     report = {"bundle": str(bundle_dir), "files_checked": checked, "variants": {}, "ok": True}
+    if photo is not None:
+        report["preprocess"] = _resize_check(m.preprocess, *photo)
+        report["ok"] &= report["preprocess"]["ok"]
     for variant in m.variants:
         p = Predictor(bundle_dir, variant=variant, providers=providers, threads=threads)
         fig = parity_figures(ref, p.run(inputs))
@@ -48,3 +53,14 @@ def verify_bundle(bundle_dir: str | os.PathLike, *, providers=None, threads: int
                                        "providers": p.providers}
         report["ok"] &= ok
     return report
+
+
+def _resize_check(pp, photo: np.ndarray, want: np.ndarray) -> dict:
+    """This machine's frame of the stored photo against export's: a Pillow or OpenCV here that resamples
+    differently shows up as grey levels, before any model runs (1 level is rounding; more fails)."""
+    if photo.dtype != np.uint8 or photo.ndim != 3 or want.shape != (pp.crop, pp.crop, 3):
+        raise ArtifactError("parity.npz holds a malformed photo check: re-export the bundle")
+    got = pp.frame(photo)
+    grey = int(np.abs(got.astype(np.int16) - want.astype(np.int16)).max())
+    return {"resampler": pp.resampler, "photo": list(photo.shape), "max_grey_levels": grey, "tolerance": 1,
+            "ok": grey <= 1}

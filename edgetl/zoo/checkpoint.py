@@ -22,7 +22,7 @@ from .._io import atomic_path
 from ..errors import ArtifactError
 
 FORMAT = "edgetl-checkpoint"
-VERSION = 1
+VERSION = 2  # the newest this reader takes; 2: preprocessing with a resampler other than PIL
 _READ_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError)
 
 
@@ -35,7 +35,9 @@ def checkpoint_dict(model: nn.Module, *, config: dict, labels, weights_source: s
                     epoch: int, val_acc: float) -> dict:
     """What best.pt holds: the weights and everything needed to rebuild and re-export them."""
     return {
-        "format": FORMAT, "format_version": VERSION, "edgetl_version": __version__,
+        # 1 unless the preprocessing needs a newer reader (one that drops 'resampler' would export PIL frames)
+        "format": FORMAT, "format_version": 2 if preprocess.get("resampler", "pillow") != "pillow" else 1,
+        "edgetl_version": __version__,
         "backbone": config["backbone"], "weights": config["weights"], "weights_source": weights_source,
         "num_classes": len(labels), "labels": list(labels), "head_dropout": config["head_dropout"],
         "preprocess": preprocess, "config": config, "epoch": epoch, "val_acc": val_acc,
