@@ -26,6 +26,21 @@ def lite0_bundle(work: Path, dataset: str = "hymenoptera", fp16: bool = False, r
     return export(run.out, ExportConfig(int8=True, fp16=fp16, max_drop=100.0, min_agreement=0.0), force=True).path
 
 
+def interleaved_median_ms(fns: dict, rounds: int) -> dict[str, float]:
+    """{name: (fn, items)} -> {name: median ms of fn(item)}, every fn over its items in turn, ``rounds`` times
+    in one process: a VM's drift between two separate runs is larger than many differences worth measuring."""
+    import time
+
+    ts = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, (fn, items) in fns.items():
+            for it in items:
+                t = time.perf_counter()
+                fn(it)
+                ts[k].append((time.perf_counter() - t) * 1e3)
+    return {k: float(np.median(v)) for k, v in ts.items()}
+
+
 def save(path: Path, doc: dict) -> None:
     """Write a benchmark's JSON (atomically, with edgetl's own writer) and say where."""
     from edgetl._io import write_json

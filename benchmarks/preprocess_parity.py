@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, SHARED, save  # noqa: E402
+from _common import RESULTS, SHARED, interleaved_median_ms, save  # noqa: E402
 
 
 def _old_normalize(pp, frames: np.ndarray) -> np.ndarray:
@@ -58,14 +58,7 @@ def _interleaved_old_new(pp, blobs: list[bytes], rounds: int = 5) -> dict:
            "photo_now": (lambda b: pp.normalize(pp.frame(load_image(b))[None]), blobs),
            "raw1280x720_before": (lambda f: _old_normalize(pp, pp.reference_frame(Image.fromarray(f))[None]), frames),
            "raw1280x720_now": (lambda f: pp.normalize(pp.frame(Image.fromarray(f))[None]), frames)}
-    ts = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, (fn, items) in fns.items():
-            for it in items:
-                t = time.perf_counter()
-                fn(it)
-                ts[k].append((time.perf_counter() - t) * 1e3)
-    return {k: float(np.median(v)) for k, v in ts.items()}
+    return interleaved_median_ms(fns, rounds)
 
 
 def _best_ms(fn, n: int = 5) -> float:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, SHARED, lite0_bundle, save  # noqa: E402
+from _common import RESULTS, SHARED, interleaved_median_ms, lite0_bundle, save  # noqa: E402
 
 
 def _accuracy(bundle: Path) -> dict:
@@ -43,17 +43,11 @@ def _input_to_tensor(pps: dict, blobs: list[bytes], rounds: int = 7) -> dict:
     for name, pp in pps.items():
         fns[f"photo_{name}"] = (lambda b, pp=pp: pp.normalize(pp.frame(load_image(b))[None]), blobs)
         fns[f"raw1280x720_{name}"] = (lambda f, pp=pp: pp.normalize(pp.frame(f)[None]), frames)
-    ts = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, (fn, items) in fns.items():
-            for it in items:
-                t = time.perf_counter()
-                fn(it)
-                ts[k].append((time.perf_counter() - t) * 1e3)
+    median = interleaved_median_ms(fns, rounds)
     a, b = pps["pillow"], pps["opencv"]
     grey = {"photo": [np.abs(a.frame(load_image(x)).astype(int) - b.frame(load_image(x)).astype(int)) for x in blobs],
             "raw1280x720": [np.abs(a.frame(f).astype(int) - b.frame(f).astype(int)) for f in frames]}
-    return {"median_ms": {k: float(np.median(v)) for k, v in ts.items()},
+    return {"median_ms": median,
             "pillow_vs_opencv_grey_levels": {k: {"max": int(max(d.max() for d in v)),
                                                  "mean": float(np.mean([d.mean() for d in v]))} for k, v in grey.items()}}
 
