@@ -40,6 +40,17 @@ def make_imagefolder(root: Path, classes=("cat", "dog"), n_train=8, n_val=3, siz
     return root
 
 
+def tiny_run(root: Path, *, classes=("a", "b"), n_train=8, n_val=4, size=(48, 40), **config):
+    """A tiny random-weight resnet18 fine-tuned at 32 px on a class-folder tree made under ``root`` (``config``:
+    more FinetuneConfig fields, e.g. epochs): (its RunResult, the data folder)."""
+    from edgetl.config import FinetuneConfig
+    from edgetl.training import finetune
+
+    data = make_imagefolder(root / "data", classes=classes, n_train=n_train, n_val=n_val, size=size)
+    config = {"backbone": "resnet18", "weights": "none", "image_size": 32, "workers": 0, "epochs": 1, **config}
+    return finetune(FinetuneConfig(data=data, out=root / "run", **config)), data
+
+
 @pytest.fixture
 def tiny_data(tmp_path) -> Path:
     return make_imagefolder(tmp_path / "data")
@@ -145,13 +156,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def int8_bundle(tmp_path_factory):
     """A tiny random-weight resnet18 run exported with --int8 --fp16 (shared by the bench tests), and its data."""
-    from edgetl.config import ExportConfig, FinetuneConfig
+    from edgetl.config import ExportConfig
     from edgetl.exporter import export
-    from edgetl.training import finetune
 
-    root = tmp_path_factory.mktemp("q")
-    data = make_imagefolder(root / "data", classes=("a", "b"), n_train=10, n_val=6)
-    r = finetune(FinetuneConfig(data=data, out=root / "run", backbone="resnet18", weights="none", image_size=32,
-                                workers=0, epochs=3, lr=1e-2))
+    r, data = tiny_run(tmp_path_factory.mktemp("q"), n_train=10, n_val=6, epochs=3, lr=1e-2)
     return export(r.out, ExportConfig(int8=True, fp16=True, max_drop=100, min_agreement=0.0, calib_size=16,
                                       parity_images=12), force=True), data

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from conftest import make_imagefolder, run_cli
+from conftest import run_cli, tiny_run
 from edgetl.runtime.cpu import describe_cpu, hwcap_flags, read_auxv
 
 X86_CPUINFO = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 avx512_vnni\n"
@@ -68,14 +68,11 @@ def arm64(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
     """A tiny random-weight model exported twice: fp32 + int8 tuned here (x86) + fp16, and int8 --preset arm64."""
-    from edgetl.config import ExportConfig, FinetuneConfig
+    from edgetl.config import ExportConfig
     from edgetl.exporter import export
-    from edgetl.training import finetune
 
     root = tmp_path_factory.mktemp("arm")
-    data = make_imagefolder(root / "data", classes=("a", "b"), n_train=8, n_val=4)
-    r = finetune(FinetuneConfig(data=data, out=root / "run", backbone="resnet18", weights="none", image_size=32,
-                                workers=0, epochs=2))
+    r, data = tiny_run(root, epochs=2)
     host = export(r.out, ExportConfig(int8=True, fp16=True, max_drop=100, min_agreement=0.0, calib_size=8,
                                       parity_images=8), force=True)
     arm = export(r.out, ExportConfig(int8=True, preset="arm64", max_drop=100, min_agreement=0.0, calib_size=8,

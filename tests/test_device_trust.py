@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import assert_one_line_error, make_imagefolder, run_cli
-from edgetl.config import ExportConfig, FinetuneConfig
+from conftest import assert_one_line_error, run_cli, tiny_run
+from edgetl.config import ExportConfig
 from edgetl.errors import ArtifactError, ConfigError, RuntimeInputError
 from edgetl.exporter import export
 from edgetl.runtime import Predictor, verify_bundle
 from edgetl.runtime.preprocess import ALLOWED_FORMATS, load_image
 from edgetl.targets import get_target
-from edgetl.training import finetune
 
 
 # --- old readers ----------------------------------------------------------------------------------
@@ -25,10 +24,7 @@ from edgetl.training import finetune
 @pytest.fixture(scope="module")
 def int8_only(tmp_path_factory):
     """A fresh fp32 + int8 bundle (no fp16) of a tiny random-weight model."""
-    root = tmp_path_factory.mktemp("old-reader")
-    data = make_imagefolder(root / "data", classes=("a", "b"), n_train=6, n_val=4)
-    r = finetune(FinetuneConfig(data=data, out=root / "run", backbone="resnet18", weights="none", image_size=32,
-                                workers=0, epochs=1))
+    r, _ = tiny_run(tmp_path_factory.mktemp("old-reader"), n_train=6)
     return export(r.out, ExportConfig(int8=True, max_drop=100, min_agreement=0.0, calib_size=8), force=True)
 
 

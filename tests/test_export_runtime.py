@@ -14,20 +14,14 @@ from edgetl.runtime.bundle import parse_manifest
 from edgetl.errors import ArtifactError, ConfigError, ExistsError, RuntimeInputError
 from edgetl.config import ExportConfig
 from edgetl.exporter import export
-from edgetl.config import FinetuneConfig
-from edgetl.training import finetune
 from edgetl.runtime import Predictor, verify_bundle
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from conftest import make_imagefolder
+    from conftest import tiny_run
 
-    root = tmp_path_factory.mktemp("exp")
-    data = make_imagefolder(root / "data", classes=("a", "b", "c"), n_train=6, n_val=4)
-    r = finetune(FinetuneConfig(data=data, out=root / "run", backbone="resnet18", weights="none", image_size=32,
-                                workers=0, epochs=2))
-    return r.out
+    return tiny_run(tmp_path_factory.mktemp("exp"), classes=("a", "b", "c"), n_train=6, epochs=2)[0].out
 
 
 @pytest.fixture(scope="module")

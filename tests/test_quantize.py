@@ -228,12 +228,7 @@ def test_qat_export_is_a_qdq_model_that_onnxruntime_runs_like_its_torch_forward(
 
     before = check()
     np.testing.assert_array_equal(before, logits(tmp_path / "q.onnx", x))  # untrained: the same integers
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(5):
-        loss = net(torch.from_numpy(x)).square().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _train_a_little(net, x)
     after = check()
     assert not np.allclose(after, before)  # the weights did train
     ops = {n.op_type for n in onnx.load(str(tmp_path / "qat.onnx")).graph.node}
@@ -253,6 +248,18 @@ def test_per_tensor_weights_when_asked(tmp_path):
     scales = [numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / "int8.onnx")).graph.initializer
               if "w1" in i.name and i.name.endswith("scale")]
     assert scales and all(s.size == 1 for s in scales)
+
+
+def _train_a_little(net, x, steps=5):
+    """A few Adam steps on the square of the outputs: the weights (and so the integers) move."""
+    import torch
+
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(steps):
+        loss = net(torch.from_numpy(x)).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
 
 
 def _mbconv(path, rng):
@@ -315,8 +322,6 @@ def test_qat_module_computes_onnxruntimes_integers_layer_by_layer(tmp_path, monk
     """On a block with a depthwise convolution, Clip (ReLU6) and a residual Add, every uint8 activation of
     QAT's torch forward is onnxruntime's integer kernels' within 1 LSB -- before training and after (on the
     exported graph) -- so what QAT trains is what the device runs."""
-    import torch
-
     from edgetl.quantization.qat import QDQModule
 
     rng = np.random.default_rng(7)
@@ -340,10 +345,5 @@ def test_qat_module_computes_onnxruntimes_integers_layer_by_layer(tmp_path, monk
         return ort
 
     compare(tmp_path / "q.onnx")
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(5):
-        loss = net(torch.from_numpy(x)).square().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _train_a_little(net, x)
     compare(net.to_onnx())

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import PWNED, PickledCode, assert_one_line_error, make_image, make_imagefolder, run_cli, run_cli_batch, tree_hashes
+from conftest import PWNED, PickledCode, assert_one_line_error, make_image, make_imagefolder, run_cli, run_cli_batch, tiny_run, tree_hashes
 
 
 def _png_header_only(path: Path, w: int, h: int) -> None:
@@ -144,13 +144,9 @@ if not torch.cuda.is_available():
 def workspace(tmp_path_factory):
     from edgetl.config import ExportConfig
     from edgetl.exporter import export
-    from edgetl.config import FinetuneConfig
-    from edgetl.training import finetune
 
     w = tmp_path_factory.mktemp("ws")
-    data = make_imagefolder(w / "data", classes=("a", "b"), n_train=4, n_val=2)
-    run = finetune(FinetuneConfig(data=data, out=w / "run", backbone="resnet18", weights="none", image_size=32,
-                                  workers=0, epochs=1)).out
+    run = tiny_run(w, n_train=4, n_val=2)[0].out
     bundle = export(run, ExportConfig(parity_images=4)).path
     shutil.move(str(bundle), w / "bundle")
     bundle = w / "bundle"

@@ -12,20 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import _free_port, assert_one_line_error, make_imagefolder, run_cli
+from conftest import _free_port, assert_one_line_error, run_cli, tiny_run
 from edgetl.targets import get_target
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    from edgetl.config import ExportConfig, FinetuneConfig
+    from edgetl.config import ExportConfig
     from edgetl.exporter import export
-    from edgetl.training import finetune
 
-    root = tmp_path_factory.mktemp("remote")
-    data = make_imagefolder(root / "data", classes=("a", "b"), n_train=8, n_val=4)
-    run = finetune(FinetuneConfig(data=data, out=root / "run", backbone="resnet18", weights="none", image_size=32,
-                                  workers=0, epochs=1))
+    run, data = tiny_run(tmp_path_factory.mktemp("remote"))
     b = export(run.out, ExportConfig(int8=True, max_drop=100, min_agreement=0.0, calib_size=8, parity_images=8))
     return b.path, data
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import assert_one_line_error, make_imagefolder, run_cli
+from conftest import assert_one_line_error, make_imagefolder, run_cli, tiny_run
 from edgetl.errors import ArtifactError, MissingDependencyError
 from edgetl.runtime.preprocess import Preprocess, load_image
 
@@ -61,14 +61,10 @@ def test_without_opencv_installed_the_device_says_what_to_install(monkeypatch):
 
 @pytest.fixture(scope="module")
 def opencv_run(tmp_path_factory):
-    from edgetl.config import ExportConfig, FinetuneConfig
+    from edgetl.config import ExportConfig
     from edgetl.exporter import export
-    from edgetl.training import finetune
 
-    root = tmp_path_factory.mktemp("opencv")
-    data = make_imagefolder(root / "data", classes=("a", "b"), n_train=6, n_val=4, size=(300, 200))
-    r = finetune(FinetuneConfig(data=data, out=root / "run", backbone="resnet18", weights="none", image_size=32,
-                                workers=0, epochs=1, resampler="opencv"))
+    r, data = tiny_run(tmp_path_factory.mktemp("opencv"), n_train=6, size=(300, 200), resampler="opencv")
     return r, export(r.out, ExportConfig(int8=True, max_drop=100, min_agreement=0.0, calib_size=8), force=True), data
 
 
