@@ -59,6 +59,11 @@ def _bench_fidelity(d: dict) -> list[str]:
     return out
 
 
+def _cpu(d: dict) -> str:
+    """The CPU a benchmark's JSON says it ran on: model and flags."""
+    return f"{d['cpu']}, {' '.join(d.get('cpu_flags', []))}"
+
+
 def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
@@ -228,7 +233,7 @@ def _arm64_drift(d: dict) -> list[str]:
 
 def _preprocess_parity(d: dict) -> list[str]:
     out = [f"### Preprocessing: the device's frame against the training reference (`preprocess_parity.py`, {d['date']}, "
-           f"{d['cpu']}, {' '.join(d.get('cpu_flags', []))})", "",
+           f"{_cpu(d)})", "",
            f"Every val photo of each dataset. *frame*: only the columns that survive the crop resampled, the default everywhere "
            f"(training, export, device); *reference*: the whole image resized, then cropped (torchvision's order). "
            f"*fast decode* (opt-in): JPEG decoded at a reduced DCT scale. Predictions: {d['classifier']}, top-1 "
@@ -253,8 +258,8 @@ def _preprocess_parity(d: dict) -> list[str]:
 
 
 def _resampler(d: dict) -> list[str]:
-    out = [f"### The opencv resampler against PIL's resize (`resampler.py`, {d['date']}, {d['cpu']}, "
-           f"{' '.join(d.get('cpu_flags', []))}, OpenCV {d['opencv']})", "",
+    out = [f"### The opencv resampler against PIL's resize (`resampler.py`, {d['date']}, {_cpu(d)}, "
+           f"OpenCV {d['opencv']})", "",
            f"Command: `{d['command']}`. Lite0's default linear probe trained with each resampler (`finetune "
            f"--resampler`), exported with --int8 (gates off); val top-1 of the run, int8's top-1 and agreement with "
            f"fp32 (the export's chosen candidate).", ""]

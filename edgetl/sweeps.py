@@ -27,7 +27,7 @@ from ._io import check_output_dir, read_json, write_json
 from ._progress import SILENT, Progress
 from .config import BenchConfig, ExportConfig, FinetuneConfig, Strategy
 from .errors import ConfigError, EdgetlError
-from .benchmark.remote import RemoteError
+from .devices.ssh import RemoteError
 from .targets import get_target
 
 log = logging.getLogger(__name__)

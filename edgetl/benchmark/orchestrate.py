@@ -37,7 +37,7 @@ from .._progress import SILENT, Progress
 from ..config import BenchConfig, Scenario
 from ..errors import DataError, EdgetlError, RuntimeInputError
 from ..runtime import Predictor, float16_unsupported, resolve_providers, variant_of_file
-from ..runtime.bundle import read_manifest, verify_files
+from ..runtime.bundle import Manifest, read_manifest, verify_files
 from ..runtime.cpu import cpu_info, host_isa, host_preset
 from .accuracy import score_accuracy
 from .end_to_end import encoded_images, end_to_end_rows, rig_inputs
@@ -87,17 +87,18 @@ def machine_info() -> dict:
             "edgetl": __version__}
 
 
-def resolve_model(model: Path) -> tuple[Path | None, dict[str, Path]]:
-    """(bundle dir or None, variant -> model file) for RUN | BUNDLE | MODEL.onnx; bundles are verified."""
+def resolve_model(model: Path) -> tuple[Path | None, dict[str, Path], Manifest | None]:
+    """(bundle dir or None, variant -> model file, the bundle's manifest or None) for RUN | BUNDLE | MODEL.onnx;
+    a bundle's files are verified here, once."""
     model = Path(model)
     if model.is_dir() and not (model / "bundle.json").is_file() and (model / "bundle" / "bundle.json").is_file():
         model = model / "bundle"
     if model.is_dir():
         m = read_manifest(model)
         verify_files(model, m)
-        return model, {v: model / f for v, f in m.variants.items()}
+        return model, {v: model / f for v, f in m.variants.items()}, m
     if model.is_file() and model.suffix == ".onnx":
-        return None, {variant_of_file(model): model}
+        return None, {variant_of_file(model): model}, None
     raise DataError(f"nothing to bench at {model}: pass a run folder, a bundle folder or a .onnx file")
 
 
@@ -116,11 +117,12 @@ class _Plan:
     emulated: list
     skipped: dict
     frame_size: tuple[int, int] | None  # camera frames (--frame-size, or the rig target's resolution)
+    manifest: Manifest | None = None  # the bundle's, its files verified by resolve_model
 
     def make(self, v: str, n_threads: int, *, spinning: bool | None = None, fast_decode: bool = False) -> Predictor:
         return Predictor(self.bundle_dir if self.bundle_dir else self.variants[v],
                          variant=v if self.bundle_dir else "auto", providers=self.providers, threads=n_threads,
-                         spinning=spinning, fast_decode=fast_decode)
+                         spinning=spinning, fast_decode=fast_decode, verified=self.manifest)
 
 
 def _plan(model: Path, cfg: BenchConfig) -> _Plan:
@@ -128,7 +130,7 @@ def _plan(model: Path, cfg: BenchConfig) -> _Plan:
     if cfg.streams is not None:
         target = dataclasses.replace(target, streams=cfg.streams)
     scenario = cfg.scenario or (Scenario.camera_rig if target.streams > 1 or cfg.streams_max else Scenario.single_stream)
-    bundle_dir, variants = resolve_model(model)
+    bundle_dir, variants, manifest = resolve_model(model)
     try:
         providers, missing = resolve_providers(cfg.providers or target.providers, explicit=bool(cfg.providers))
     except RuntimeInputError as e:
@@ -153,7 +155,7 @@ def _plan(model: Path, cfg: BenchConfig) -> _Plan:
             raise DataError(f"{model}: {why}")
     size = cfg.frame_size or (target.resolution if scenario == Scenario.camera_rig else None)
     return _Plan(model, target, scenario, bundle_dir, variants, providers, threads, machine, emulated, skipped,
-                 parse_frame_size(size) if size else None)
+                 parse_frame_size(size) if size else None, manifest)
 
 
 def bench(model: str | Path, cfg: BenchConfig | None = None, *, progress: Progress | None = None) -> BenchReport:

@@ -116,7 +116,7 @@ def bench_on(dev: Remote, model: str | Path, cfg: BenchConfig | None = None, *, 
 
     cfg = cfg or BenchConfig()
     progress = progress or SILENT
-    bundle_dir, _ = resolve_model(Path(model).expanduser())
+    bundle_dir, _, _ = resolve_model(Path(model).expanduser())
     if bundle_dir is None:
         raise DataError(f"bench --on needs a bundle folder (edgetl export writes one), not {model}")
     files, how, dirs = _bench_files(bundle_dir, cfg)  # every local path checked before anything is sent

@@ -55,9 +55,6 @@ class _Cameras:
         """The newest frame stream ``s`` has captured by ``now`` (-1 before its first)."""
         return min(math.floor((now - self.t0 - self.phases[s]) / self.period), self.captured - 1)
 
-    def done(self) -> bool:
-        return all(k >= self.captured for k in self.next) and not any(self.busy)
-
     def take(self, allowed: Sequence[int], batch: bool) -> tuple[list[tuple[int, int]], float]:
         """(frames taken as (stream, index), seconds to wait when none is ready). Caller holds the lock."""
         now = time.perf_counter()
@@ -87,7 +84,7 @@ def _worker(fn: Callable, frames: Sequence, cams: _Cameras, allowed: Sequence[in
     try:
         while True:
             with cams.cond:
-                if cams.done() or not any(cams.next[s] < cams.captured or cams.busy[s] for s in allowed):
+                if not any(cams.next[s] < cams.captured or cams.busy[s] for s in allowed):
                     cams.cond.notify_all()
                     return
                 taken, wait = cams.take(allowed, batch)

@@ -18,6 +18,7 @@ Each is probed for a short run; the one that misses fewest frames (then the lowe
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 from .._progress import Progress
@@ -31,13 +32,14 @@ SERVING = ("shared", "per-stream", "pool", "batch")
 def _ways(make: Callable, v: str, n: int, threads: int) -> dict[str, tuple[str, int, Callable[[], list]]]:
     """serving -> (rig mode, threads per session, a builder of the workers' callables)."""
     per = max(1, threads // n)
-    ways = {"shared": ("per-stream", threads, lambda: [make(v, threads).predict] * n)}
+    shared = functools.cache(lambda: make(v, threads))  # one session for every way that wants all the cores
+    ways = {"shared": ("per-stream", threads, lambda: [shared().predict] * n)}
     if n > 1:  # (one stream: per-stream is shared, batch is a batch of one)
         ways["per-stream"] = ("per-stream", per, lambda: [make(v, per, spinning=n * per <= threads).predict
                                                           for _ in range(n)])
         if threads > 1:
             ways["pool"] = ("pool", 1, lambda: [make(v, 1, spinning=False).predict for _ in range(threads)])
-        ways["batch"] = ("batch", threads, lambda: [make(v, threads).predict])
+        ways["batch"] = ("batch", threads, lambda: [shared().predict])
     return ways
 
 

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import JsonOpt, _BE, _RE, _choice, _fmt, _progress, app, console, print_json
+from .common import JsonOpt, TargetOpt, _BE, _RE, _remote, _choice, _fmt, _progress, app, console, print_json
 from ..config import BenchConfig, FrameSource, Scenario, Trigger
 
 
@@ -43,10 +43,7 @@ def targets(
     from ..targets import list_targets, validate
 
     if probe or gc:
-        from ..devices.ssh import Remote
-
-        dev = Remote(probe or gc, tuple(ssh_option or ()), edgetl=remote_edgetl, cache=remote_cache,
-                     ssh_timeout=ssh_timeout)
+        dev = _remote(probe or gc, ssh_option, remote_edgetl, remote_cache, ssh_timeout)
         if gc:
             from ..devices.transfer import gc as clean
 
@@ -111,7 +108,7 @@ def _probe(dev, write: Path | None, as_json: bool, validate) -> None:
 @app.command()
 def bench(
     model: Annotated[Path, typer.Argument(help="Run folder, bundle folder or .onnx.")],
-    target: Annotated[str, typer.Option(help="Device profile (see `edgetl targets`) or a target JSON file.")] = _BE.target,
+    target: TargetOpt = _BE.target,
     data: Annotated[Optional[Path], typer.Option(help="Labelled images for accuracy: DATA/val/ if there is one, "
                                                       "else every image of a folder of class folders.")] = None,
     scenario: Annotated[Optional[str], _choice(Scenario, "Scenario (default: camera-rig, concurrent streams at the "
@@ -182,9 +179,9 @@ def bench(
                       repeats=repeats, frame_size=frame_size, frames=frames, trigger=trigger,
                       fast_decode=fast_decode, duration=duration)
     if on:
-        from ..benchmark.remote import Remote, bench_on
+        from ..benchmark.remote import bench_on
 
-        dev = Remote(on, tuple(ssh_option or ()), edgetl=remote_edgetl, cache=remote_cache, ssh_timeout=ssh_timeout)
+        dev = _remote(on, ssh_option, remote_edgetl, remote_cache, ssh_timeout)
         r = bench_on(dev, model, cfg, install_missing=install or install_wheel is not None, wheel=install_wheel,
                      keep=keep, progress=_progress(as_json))
     else:

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import ForceOpt, JsonOpt, _RE, _SW, _choice, _fmt, _progress, app, console, print_json
+from .common import ForceOpt, JsonOpt, TargetOpt, _RE, _SW, _remote, _choice, _fmt, _progress, app, console, print_json
 from ..config import Strategy
 
 
@@ -18,7 +18,7 @@ from ..config import Strategy
 @app.command()
 def sweep(
     data: Annotated[Path, typer.Argument(help="ImageFolder tree (as for edgetl finetune).")],
-    target: Annotated[str, typer.Option(help="Device profile (see `edgetl targets`) or a target JSON file.")] = _SW.target,
+    target: TargetOpt = _SW.target,
     backbones: Annotated[Optional[str], typer.Option(help="Comma-separated backbones (default: every one with "
                                                           "pretrained weights on this machine).")] = None,
     strategy: Annotated[str, _choice(Strategy, "Fine-tuning per backbone (full: says what it will cost first).")] = _SW.strategy.value,
@@ -50,9 +50,7 @@ def sweep(
                       bench_min_time=bench_time, out=out)
     remote = None
     if on:
-        from ..benchmark.remote import Remote
-
-        remote = Remote(on, tuple(ssh_option or ()), edgetl=remote_edgetl).resolved()
+        remote = _remote(on, ssh_option, remote_edgetl).resolved()
     r = run_sweep(cfg, resume=resume, force=force, remote=remote, progress=_progress(as_json))
     from ..sweeps import meets
     from ..targets import get_target

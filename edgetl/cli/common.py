@@ -29,7 +29,15 @@ def _defaults(module: str, cls: str):
     return field_defaults(getattr(importlib.import_module(f"edgetl.{module}"), cls))
 
 
-_SW, _RE = _defaults("sweeps", "SweepConfig"), _defaults("benchmark.remote", "Remote")
+_SW, _RE = _defaults("sweeps", "SweepConfig"), _defaults("devices.ssh", "Remote")
+
+
+def _remote(host: str, ssh_option, remote_edgetl: str, remote_cache: str = _RE.cache,
+            ssh_timeout: float = _RE.ssh_timeout):
+    """The device of --on / --probe / --gc HOST, from the options every remote command shares."""
+    from ..devices.ssh import Remote
+
+    return Remote(host, tuple(ssh_option or ()), edgetl=remote_edgetl, cache=remote_cache, ssh_timeout=ssh_timeout)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
                   help="Fine-tune an image backbone, export it to int8 ONNX, prove it and bench it on the target.")
@@ -48,6 +56,7 @@ def _fmt(v, spec: str = ".2f", none: str = "-") -> str:
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")]
+TargetOpt = Annotated[str, typer.Option(help="Device profile (see `edgetl targets`) or a target JSON file.")]
 
 
 def _version(value: bool):

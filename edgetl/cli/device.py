@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import JsonOpt, _RE, _progress, app, console, err_console, print_json
+from .common import JsonOpt, _RE, _progress, _remote, app, console, err_console, print_json
 
 
 # --- device side: predict / verify -------------------------------------------------------------------
@@ -87,10 +87,9 @@ def verify(
     from ..errors import ArtifactError
 
     if on:
-        from ..devices.ssh import Remote
         from ..devices.verify import verify_on
 
-        dev = Remote(on, tuple(ssh_option or ()), edgetl=remote_edgetl, cache=remote_cache, ssh_timeout=ssh_timeout)
+        dev = _remote(on, ssh_option, remote_edgetl, remote_cache, ssh_timeout)
         r = verify_on(dev, bundle, _progress(as_json))
     else:
         from ..runtime import verify_bundle

@@ -60,20 +60,24 @@ class Predictor:
             few cores (a camera rig's workers).
         fast_decode: decode JPEGs at a reduced DCT scale, at least twice the resize target (opt-in: faster,
             not the tensor training saw; RESULTS.md measures what it moves).
+        verified: the bundle's manifest, its files already checked by the caller (``verify_files``): not read
+            or hashed again (bench and verify build many predictors of one bundle).
     """
 
     def __init__(self, path: str | os.PathLike, *, variant: str = "auto", providers: Sequence[str] | None = None,
-                 threads: int = 0, spinning: bool | None = None, fast_decode: bool = False):
+                 threads: int = 0, spinning: bool | None = None, fast_decode: bool = False,
+                 verified: Manifest | None = None):
         path = Path(path)
         self.manifest: Manifest | None = None
         if path.is_dir():
-            m = read_manifest(path)
+            m = verified or read_manifest(path)
             if variant == "auto":
                 variant = "int8" if "int8" in m.variants else "fp32"
             if variant not in ("fp32", "int8", "fp16"):
                 raise RuntimeInputError(f"unknown variant '{variant}': use auto, fp32, int8 or fp16")
             model = path / m.model_file(variant)
-            verify_file(path, m, model.name)  # before onnxruntime parses a byte of it
+            if verified is None:
+                verify_file(path, m, model.name)  # before onnxruntime parses a byte of it
             self.manifest = m
         elif path.is_file():
             named = variant_of_file(path)
@@ -118,8 +122,7 @@ class Predictor:
         if isinstance(x, np.ndarray):
             # every size goes through resize + crop, a crop x crop frame included: the same frame saved
             # as a file is resized then cropped too, and both must give the same logits
-            x = self._checked_array(x)
-            return pp.frame(x if pp.resampler == "opencv" else Image.fromarray(x))
+            return pp.frame(self._checked_array(x))
         raise RuntimeInputError(f"cannot predict on {type(x).__name__}: pass a path, a PIL image or a uint8 array")
 
     @staticmethod

@@ -152,12 +152,9 @@ class Preprocess:
         left = int(round((w - c) / 2.0))
         return arr[top : top + c, left : left + c]
 
-    def column_box(self, w: int, h: int) -> tuple[float, float, float, float] | None:
-        """The columns of a w x h image that survive resize + center crop, as a box in its own pixels (full
-        height), or None when no resize is needed."""
-        nw, nh = self.resized_size(w, h)
-        if (nw, nh) == (w, h):
-            return None
+    def column_box(self, w: int, h: int, nw: int) -> tuple[float, float, float, float]:
+        """The columns of a w x h image resized to width ``nw`` that survive the center crop, as a box in the
+        image's own pixels (full height)."""
         left = int(round((nw - self.crop) / 2.0))
         sx = w / nw
         return (left * sx, 0.0, (left + self.crop) * sx, float(h))
@@ -174,12 +171,13 @@ class Preprocess:
             return a if size == (a.shape[1], a.shape[0]) else opencv_resize(a, size)
         if isinstance(img, np.ndarray):
             img = Image.fromarray(img)
-        box = self.column_box(*img.size)
-        if box is None:
+        nw, nh = self.resized_size(*img.size)
+        if (nw, nh) == img.size:
             return img
+        box = self.column_box(*img.size, nw)
         # (a box in both directions saves the cropped rows too, but Pillow's vertical pass with a box moved
         # bicubic pixels by up to 13 grey levels on real photos; the column box keeps them within 1)
-        return img.resize((self.crop, self.resized_size(*img.size)[1]), _RESAMPLE[self.interpolation], box=box)
+        return img.resize((self.crop, nh), _RESAMPLE[self.interpolation], box=box)
 
     def frame(self, img: Image.Image | np.ndarray) -> np.ndarray:
         """The uint8 crop x crop x 3 frame (what an embedded-preprocess model takes) of an RGB image or an

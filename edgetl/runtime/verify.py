@@ -37,7 +37,7 @@ def verify_bundle(bundle_dir: str | os.PathLike, *, providers=None, threads: int
         report["preprocess"] = _resize_check(m.preprocess, *photo)
         report["ok"] &= report["preprocess"]["ok"]
     for variant in m.variants:
-        p = Predictor(bundle_dir, variant=variant, providers=providers, threads=threads)
+        p = Predictor(bundle_dir, variant=variant, providers=providers, threads=threads, verified=m)
         fig = parity_figures(ref, p.run(inputs))
         diff, agree = fig["max_abs_diff"], fig["top1_agreement"]
         spec = m.parity.get(variant, {})
