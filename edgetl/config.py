@@ -233,9 +233,6 @@ class ExportConfig:
                               "drop --per-tensor")
         if not 1 <= self.qat_epochs <= 100 or self.qat_lr <= 0 or self.qat_batch_size < 1 or self.qat_images < 1:
             raise ConfigError("--qat-epochs must be in 1..100, --qat-lr positive, batch size and images >= 1")
-        if self.int8 and self.embed_preprocess:
-            raise ConfigError("--embed-preprocess with --int8 is not supported yet: export int8 without it, "
-                              "or embed preprocessing in an fp32-only bundle")
 
     @property
     def calib_draw(self) -> int:

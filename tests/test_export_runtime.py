@@ -55,14 +55,34 @@ def test_existing_bundle_needs_force(run_dir, bundle):
 
 
 def test_embed_preprocess_matches_external(run_dir, bundle, tmp_path):
-    b2 = export(run_dir, ExportConfig(embed_preprocess=True, out=tmp_path / "emb", parity_images=8))
-    ext, emb = Predictor(bundle.path), Predictor(b2.path)
+    """Every variant takes uint8 frames, int8 included, and gives the float-input model's logits bit for bit."""
+    b2 = export(run_dir, ExportConfig(embed_preprocess=True, int8=True, fp16=True, out=tmp_path / "emb",
+                                      parity_images=8))
+    ext, emb = Predictor(bundle.path), Predictor(b2.path, variant="fp32")
     assert emb.embed and emb.input_shape[1:] == (32, 32, 3)
     imgs = [make_image(tmp_path / f"i{i}.png", (50 + 7 * i, 40), seed=i) for i in range(4)]
-    a = ext.run(ext.prepare(imgs))
-    b = emb.run(emb.prepare(imgs))
-    np.testing.assert_allclose(a, b, atol=1e-4 * max(1, np.abs(a).max()))
+    np.testing.assert_array_equal(emb.run(emb.prepare(imgs)), ext.run(ext.prepare(imgs)))
+    proof = b2.parity["embedded"]
+    assert set(proof) == {"fp32", "int8", "fp16"} and all(p["max_abs_diff_vs_float_input"] == 0.0 for p in proof.values())
+    assert proof["int8"]["method"].startswith("quantized input")  # the input QuantizeLinear became a table look-up
+    for v in ("int8", "fp16"):
+        p = Predictor(b2.path, variant=v)
+        assert p.embed and p.prepare(imgs).dtype == np.uint8 and p.run(p.prepare(imgs)).shape == (4, 3)
+    m = json.loads((b2.path / "bundle.json").read_text())
+    assert m["input"] == {"name": "input", "shape": ["batch", 32, 32, 3], "dtype": "uint8", "layout": "NHWC"}
     assert verify_bundle(b2.path)["ok"]
+
+
+def test_an_embedding_that_changes_the_logits_fails_the_export_and_writes_nothing(run_dir, tmp_path, monkeypatch):
+    import dataclasses
+
+    from edgetl.exporter import embed
+
+    real = embed.embed_input
+    monkeypatch.setattr(embed, "embed_input", lambda proto, pp, **kw: real(proto, dataclasses.replace(pp, mean=(0.4,) * 3), **kw))
+    with pytest.raises(ArtifactError, match="embedding preprocessing changed the fp32 model's logits"):
+        export(run_dir, ExportConfig(embed_preprocess=True, out=tmp_path / "emb", parity_images=8))
+    assert not (tmp_path / "emb").exists() and not list(tmp_path.glob(".emb*"))
 
 
 def test_predict_inputs_and_threads(bundle, tmp_path):

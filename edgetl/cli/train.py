@@ -136,7 +136,8 @@ def export(
     run: Annotated[Path, typer.Argument(help="Run folder from edgetl finetune (or its best.pt).")],
     out: Annotated[Optional[Path], typer.Option(help="Bundle folder (default RUN/bundle).")] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset (17..23).")] = _EX.opset,
-    embed_preprocess: Annotated[bool, typer.Option("--embed-preprocess", help="Graph takes uint8 NHWC frames.")] = _EX.embed_preprocess,
+    embed_preprocess: Annotated[bool, typer.Option("--embed-preprocess", help="Every model (fp32, int8, fp16) takes "
+                                                   "uint8 NHWC frames: normalisation in the graph.")] = _EX.embed_preprocess,
     int8: Annotated[bool, typer.Option("--int8", help="Add a static int8 model (model.int8.onnx).")] = _EX.int8,
     fp16: Annotated[bool, typer.Option("--fp16", help="Add a float16 model (model.fp16.onnx) for GPU / ARMv8.2 "
                                                       "targets, proven against torch's float16 forward.")] = _EX.fp16,
@@ -165,7 +166,7 @@ def export(
       2. edgetl export models/run --int8 --max-drop 0.5
       3. edgetl export models/run --int8 --qat --force          (when PTQ misses the agreement target)
       4. edgetl export models/run --int8 --preset arm64        (for a Pi 5 / Orin CPU, from this workstation)
-      5. edgetl export models/run --embed-preprocess --out bundles/camera
+      5. edgetl export models/run --int8 --embed-preprocess --out bundles/camera
       6. edgetl export models/run --int8 --fp16                (a Jetson judges int8 against fp16)
     """
     from ..exporter.export_run import export as run_export

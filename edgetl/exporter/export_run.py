@@ -10,7 +10,8 @@ and constant folding removes the rest) -> ``onnx.checker`` (full check) + shape 
 onnxslim where it makes the graph smaller without making it slower (measured, recorded) ->
 metadata_props -> parity against torch on the run's real validation images (fails past
 ``tolerance``) -> optional int8 (edgetl.quantization.search, fed calibration and evaluation arrays loaded here)
--> the bundle folder, written aside and renamed into place.
+-> optional fp16 -> with ``--embed-preprocess``, every variant made to take uint8 frames (edgetl.exporter.embed,
+proven identical) -> the bundle folder, written aside and renamed into place.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from ..runtime.bundle import (
     format_version,
 )
 from ..runtime.preprocess import require_opencv
+from .embed import embed_variants
 from .fp16 import fp16_variant
 from .int8 import int8_variant, int8_verify_tolerance
 from .onnx_graph import fp32_parity, to_onnx
@@ -95,9 +97,12 @@ def export(run: str | Path, cfg: ExportConfig | None = None, *, force: bool = Fa
             if cfg.int8:
                 quant = int8_variant(src, cfg, stage, got, ck_sha, progress)
                 parity["int8"] = quant["parity"]
-                parity["int8"]["verify"] = int8_verify_tolerance(stage, src.inputs[:n_ref], ref[:n_ref])
+                parity["int8"]["verify"] = int8_verify_tolerance(stage, src.floats[:n_ref], ref[:n_ref])
             if cfg.fp16:
                 parity["fp16"] = fp16_variant(src, stage, ref, n_ref, progress)
+            if cfg.embed_preprocess:  # last: every variant above was made and proven on the float input
+                parity["embedded"] = embed_variants(stage, src, progress,
+                                                    keep_quantizer=bool(quant) and quant.get("preset") == "tensorrt")
             files = _write_manifest(stage, src, cfg, ck_sha, parity=parity, quant=quant, simplify_info=simplify_info)
             _replace_dir(stage, out)
     finally:

@@ -40,7 +40,7 @@ def fp16_variant(src: Source, stage: Path, ref: np.ndarray, n_ref: int, progress
         ref16 = np.concatenate([model16(torch.from_numpy(src.floats[i:i + 16]).half()).float().numpy()
                                 for i in range(0, len(src.floats), 16)])
         sess = ort_session(out)  # on a CPU without float16 kernels onnxruntime computes each op in float32
-        got = np.concatenate([sess.run(None, {"input": src.inputs[i:i + 16]})[0] for i in range(0, len(src.inputs), 16)])
+        got = np.concatenate([sess.run(None, {"input": src.floats[i:i + 16]})[0] for i in range(0, len(src.floats), 16)])
         adv(1)
     fig = parity_figures(ref16, got)
     vs_fp32 = parity_figures(ref, got)

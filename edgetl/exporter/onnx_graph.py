@@ -14,7 +14,6 @@ from ..errors import ArtifactError
 from ..runtime import ort_session
 from ..runtime.bundle import VARIANT_FILES
 from ..runtime.metrics import parity_figures, top1
-from ..runtime.preprocess import Preprocess
 from ..runtime.timing import interleaved_latency
 from .source import Source
 
@@ -58,8 +57,7 @@ def simplify(model_proto, example: np.ndarray, threads: int = 0) -> tuple[object
         return model_proto, {**info, "kept": False, "reason": f"onnxslim failed: {type(e).__name__}"}
     info["nodes_after"] = len(slim.graph.node)
     # the simplifier must not change the numbers: compare on the example and a random batch
-    probe = np.concatenate([example, np.random.default_rng(0).standard_normal(example.shape).astype(example.dtype)]) \
-        if example.dtype == np.float32 else np.concatenate([example, example[::-1]])
+    probe = np.concatenate([example, np.random.default_rng(0).standard_normal(example.shape).astype(example.dtype)])
     before, after = model_proto.SerializeToString(), slim.SerializeToString()
     ra = ort_session(before).run(None, {"input": probe})[0]
     rb = ort_session(after).run(None, {"input": probe})[0]
@@ -77,27 +75,6 @@ def simplify(model_proto, example: np.ndarray, threads: int = 0) -> tuple[object
     return (slim if keep else model_proto), info
 
 
-def _embedded_module(model, pp: Preprocess):
-    import torch
-    from torch import nn
-
-    class EmbeddedPreprocess(nn.Module):
-        """uint8 frames [N,H,W,3] -> float, /255, normalise, NCHW -> the classifier."""
-
-        def __init__(self):
-            super().__init__()
-            self.model = model
-            std = torch.tensor(pp.std, dtype=torch.float32)
-            self.register_buffer("scale", (1.0 / (255.0 * std)).view(1, 1, 1, 3))
-            self.register_buffer("shift", (-torch.tensor(pp.mean, dtype=torch.float32) / std).view(1, 1, 1, 3))
-
-        def forward(self, frames):
-            x = frames.to(torch.float32) * self.scale + self.shift
-            return self.model(x.permute(0, 3, 1, 2))
-
-    return EmbeddedPreprocess().eval()
-
-
 def set_metadata(model_proto, meta: dict[str, str]) -> None:
     import onnx
 
@@ -111,13 +88,11 @@ def to_onnx(src: Source, cfg: ExportConfig, stage: Path, ck_sha: str, progress: 
     import onnx
     import torch
 
-    embed = cfg.embed_preprocess
-    module = _embedded_module(src.model, src.pp) if embed else src.model
-    example = torch.from_numpy(src.frames[:1] if embed else src.floats[:1])
+    example = torch.from_numpy(src.floats[:1])  # float NCHW: --embed-preprocess is applied last (exporter.embed)
     path = stage / VARIANT_FILES["fp32"]
     simplify_info = None
     with progress.task("export to ONNX", total=3) as adv:
-        torch_export(module, example, path, cfg.opset)
+        torch_export(src.model, example, path, cfg.opset)
         adv(1)
         proto = check_onnx(onnx.load(str(path)), str(src.ck_path))
         adv(1)
@@ -125,7 +100,7 @@ def to_onnx(src: Source, cfg: ExportConfig, stage: Path, ck_sha: str, progress: 
             proto, simplify_info = simplify(proto, example.numpy())
             proto = check_onnx(proto, f"{src.ck_path} (simplified)")
         adv(1)
-    set_metadata(proto, src.metadata(ck_sha, embed))
+    set_metadata(proto, src.metadata(ck_sha, cfg.embed_preprocess))
     onnx.save(proto, str(path))
     return simplify_info
 
@@ -134,7 +109,7 @@ def fp32_parity(src: Source, cfg: ExportConfig, onnx_path: Path, progress: Progr
     """(figures, torch logits, onnxruntime logits) on the held-out images; raises past the tolerance."""
     import torch
 
-    inputs = src.inputs
+    inputs = src.floats
     with progress.task("fp32 parity vs torch", total=len(inputs)) as adv:
         ref = np.concatenate([src.model(torch.from_numpy(src.floats[i:i + 16])).numpy()
                               for i in range(0, len(src.floats), 16)])
