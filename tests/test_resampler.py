@@ -149,3 +149,19 @@ def test_verify_checks_this_machines_resize_of_a_held_out_photo(opencv_run, monk
     monkeypatch.setattr(pre, "opencv_resize", lambda a, size: cv2.resize(a, tuple(size), interpolation=cv2.INTER_NEAREST))
     r = verify_bundle(bundle.path)
     assert not r["ok"] and not r["preprocess"]["ok"] and r["preprocess"]["max_grey_levels"] > 1
+
+
+def test_opencv_threads_are_set_inside_the_block_and_restored_after():
+    import cv2
+
+    from edgetl.runtime.preprocess import opencv_threads
+
+    before = cv2.getNumThreads()
+    with opencv_threads(1):
+        assert cv2.getNumThreads() == 1
+    assert cv2.getNumThreads() == before
+    with opencv_threads(None):  # the ways with one session for every core leave OpenCV's default
+        assert cv2.getNumThreads() == before
+    with pytest.raises(RuntimeError), opencv_threads(1):
+        raise RuntimeError
+    assert cv2.getNumThreads() == before

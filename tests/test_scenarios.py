@@ -123,8 +123,11 @@ def test_every_variant_gets_an_end_to_end_row_whose_stages_add_up(bundle16, tmp_
         assert e["latency"]["runs"] >= 20 and set(e["stages_mean_ms"]) == set(STAGES)
         assert abs(e["unaccounted_ms"]) <= max(0.5, 0.1 * whole["mean_ms"])  # the stages add up, within timer noise
         assert abs(sum(e["shares"].values()) - 1) < 0.1 and 0 < e["model_share"] < 1
+        # the model alone, timed in the same rounds: the ratio's denominator
+        assert e["model_same_rounds"]["runs"] >= 20 and e["vs_model"] == e["latency"]["p50_ms"] / e["model_same_rounds"]["p50_ms"]
     assert str(data) in doc["images"]  # the real photos, as stored
-    assert "## End to end" in (r.path / "report.md").read_text() and (r.path / "end_to_end.png").is_file()
+    text = (r.path / "report.md").read_text()
+    assert "## End to end" in text and "same interleaved rounds: fp32 " in text and (r.path / "end_to_end.png").is_file()
     jsonschema = pytest.importorskip("jsonschema")
     jsonschema.validate(doc, SCHEMA)
 
@@ -159,7 +162,7 @@ def test_camera_rig_from_the_bench_reports_each_stream_and_passes_an_easy_deadli
         assert all(s["p99_ms"] < 2000 and s["answered"] >= 3 and s["late"] == 0 for s in rig["streams"])
         assert rig["pass"] == all(s["missed"] == 0 for s in rig["streams"])
         assert r.variants[v]["status"] == ("PASS" if rig["pass"] else "FAIL")
-        assert all(p["captured"] == 3 * 2 for p in rig["probes"].values())  # 0.25 s probes of each mode
+        assert all(p["captured"] == 2 * 3 * 2 for p in rig["probes"].values())  # two 0.25 s probes of each mode
     text = (r.path / "report.md").read_text()
     assert "## Camera rig" in text and "shared" in text and (r.path / "rig.png").is_file()
     jsonschema = pytest.importorskip("jsonschema")
@@ -300,6 +303,34 @@ def test_streams_max_finds_the_most_streams_a_serialised_worker_sustains():
                     BenchConfig(rig_seconds=1.0, repeats=1), progress=SILENT)
     assert r["streams_max"] == 2, r["tried"]
     assert r["tried"]["2"]["pass"] and not r["tried"]["3"]["pass"] and set(r["tried"]) == {"1", "2", "3", "4"}
+
+
+def test_each_serving_way_gives_opencv_its_sessions_thread_count():
+    """A worker per core (pool) or per camera resizes with as many OpenCV threads as its session has; the ways
+    with one session for every core keep OpenCV's default."""
+    import cv2
+
+    from edgetl.benchmark.serving import rig_for_variant
+
+    seen: dict[int, set] = {}
+
+    class Fake:
+        def __init__(self, n):
+            self.n = n
+
+        def predict(self, x):
+            seen.setdefault(self.n, set()).add(cv2.getNumThreads())
+
+    caller = cv2.getNumThreads()
+    cv2.setNumThreads(3)  # the process's setting, neither 1 nor 2
+    try:
+        target = dataclasses.replace(get_target("robot-4cam"), fps=20, deadline_ms=100)
+        rig_for_variant(lambda v, n, spinning=None: Fake(n), "int8", [np.zeros((4, 4, 3), np.uint8)], target, 4,
+                        BenchConfig(rig_seconds=0.3, repeats=1), progress=SILENT, streams=2)
+        assert seen[1] == {1} and seen[2] == {2} and seen[4] == {3}  # pool: 1; per-stream: 4 // 2; shared, batch
+        assert cv2.getNumThreads() == 3
+    finally:
+        cv2.setNumThreads(caller)
 
 
 @pytest.mark.parametrize("args,needle", [

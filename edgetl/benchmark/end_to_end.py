@@ -18,6 +18,7 @@ from ..errors import RuntimeInputError
 from ..runtime import STAGES
 from ..runtime.preprocess import load_image
 from ..runtime.timing import interleaved, latency_stats
+from .model_rows import model_call
 
 log = logging.getLogger(__name__)
 
@@ -100,23 +101,28 @@ def rig_inputs(cfg: BenchConfig, size: tuple[int, int] | None, blobs: list[bytes
 
 
 def end_to_end_rows(predictors: dict, images: list[bytes], cfg: BenchConfig, progress: Progress) -> dict:
-    """Camera input -> label per variant through the runtime's own code (Predictor.predict_staged),
-    timed in interleaved rounds, with what each stage took."""
+    """Camera input -> label per variant through the runtime's own code (Predictor.predict_staged), with what
+    each stage took, and the model alone on that input's tensor in the same interleaved rounds: their ratio
+    (``vs_model``) is what end to end costs over the model, free of the drift between the bench's phases."""
     names = list(predictors)
     stages: dict[str, list[dict]] = {v: [] for v in names}
     fns = [(lambda p=p, it=itertools.cycle(images): p.predict_staged(next(it))) for p in predictors.values()]
-    with progress.task(f"end-to-end, {len(names)} variant(s), interleaved", total=None):
+    fns += [model_call(p, p.prepare(images[0])) for p in predictors.values()]
+    with progress.task(f"end-to-end, {len(names)} variant(s), interleaved with the model alone", total=None):
         # blocks of min_runs/3 calls (an image is ms, not us: a time budget would make short benches long)
         samples = interleaved(fns, rounds=3, calls=-(-cfg.min_runs // 3), warmup=min(cfg.warmup, 5),
                               min_runs=cfg.min_runs, min_time=cfg.min_time,
-                              on_call=lambda i, res: stages[names[i]].append(res[1]))
+                              on_call=lambda i, res: stages[names[i]].append(res[1]) if i < len(names) else None)
     rows = {}
-    for v, ts in zip(names, samples):
+    for k, v in enumerate(names):
+        ts, alone = samples[k], samples[len(names) + k]
         mean = float(np.mean(ts))
         st = {s: [d[s] for d in stages[v]] for s in STAGES}
         means = {s: float(np.mean(st[s])) for s in STAGES}
-        rows[v] = {"latency": latency_stats(ts, 1), "samples_ms": [round(t, 4) for t in ts],
+        lat, model = latency_stats(ts, 1), latency_stats(alone, 1)
+        rows[v] = {"latency": lat, "samples_ms": [round(t, 4) for t in ts],
                    "stages_mean_ms": means, "stages_p50_ms": {s: float(np.median(st[s])) for s in STAGES},
                    "shares": {s: means[s] / mean for s in STAGES}, "model_share": means["run"] / mean,
-                   "unaccounted_ms": mean - sum(means.values())}
+                   "unaccounted_ms": mean - sum(means.values()),
+                   "model_same_rounds": model, "vs_model": lat["p50_ms"] / model["p50_ms"]}
     return rows

@@ -80,9 +80,13 @@ def _stage_lines(doc: dict) -> list[str]:
     stages = list(next(iter(e2e.values()))["stages_mean_ms"])
     rows = [[v, *(f"{e['stages_mean_ms'][s]:.2f} ({100 * e['shares'][s]:.0f}%)" for s in stages),
              round(e["latency"]["mean_ms"], 2), round(e["unaccounted_ms"], 3)] for v, e in e2e.items()]
+    ratios = [f"{v} {e['vs_model']:.2f}x ({e['latency']['p50_ms']:.2f} vs {e['model_same_rounds']['p50_ms']:.2f} ms)"
+              for v, e in e2e.items() if e.get("vs_model")]
     return ["## End to end: where the time goes", "",
             f"Mean ms per image (share of end-to-end) on {doc.get('images') or 'encoded images'}.", "",
-            markdown_table(["variant", *stages, "total ms", "not in a stage ms"], rows)]
+            markdown_table(["variant", *stages, "total ms", "not in a stage ms"], rows)] + (
+        ["", "End to end over the model alone, p50, both timed in the same interleaved rounds: " + "; ".join(ratios)
+         + "."] if ratios else [])
 
 
 def _rig_lines(doc: dict) -> list[str]:

@@ -34,6 +34,7 @@ edgetl refuses instead of resizing with PIL), and every stage applies it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -213,6 +214,26 @@ def require_opencv():
         raise MissingDependencyError("this model's preprocessing uses the 'opencv' resampler: pip install "
                                      "'edgetl[opencv]' (opencv-python-headless) on this machine") from None
     return cv2
+
+
+@contextlib.contextmanager
+def opencv_threads(n: int | None):
+    """OpenCV's worker threads set to ``n`` inside the block (process-wide; restored after). For serving
+    several cameras with a worker per core, each worker's resize takes one thread, as its session does:
+    OpenCV's default pool (every core, per call) would oversubscribe the cores. None, or no OpenCV: unchanged."""
+    try:
+        import cv2
+    except ImportError:
+        cv2 = None
+    if n is None or cv2 is None:
+        yield
+        return
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(int(n))
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
 
 
 def opencv_resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
