@@ -14,7 +14,10 @@ exported with --int8, through the Python API (what the CLI calls):
    PASSes with worst-stream p99 <= 28 ms on a VNNI host) and robot-4cam (the same on an AVX2-only host);
    robot-4cam with MJPEG frames and with staggered cameras.
 3. The streams this host sustains at 30 FPS, 1280x720 raw frames (--streams max), fp32 and int8.
-4. ``--before REV``: the same measurements with edgetl at REV (a git worktree of this repository), where
+4. ``--embed``: all of the above on the bundle's run exported again with --embed-preprocess (uint8 frames in,
+   int8 too), and the plain bundle's int8 model against the same model with preprocessing embedded, end to
+   end, interleaved in one process.
+5. ``--before REV``: the same measurements with edgetl at REV (a git worktree of this repository), where
    that code can make them: end to end on the photos, a 1280x720 frame through its Predictor, and its
    camera rig (one worker per camera, shared or per-stream sessions) fed the same 1280x720 frames.
 """
@@ -30,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, SHARED, lite0_bundle, save  # noqa: E402
+from _common import RESULTS, SHARED, embedded_bundle, lite0_bundle, save  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = "1280x720"
@@ -52,8 +55,9 @@ def _e2e(r) -> list[dict]:
         if v == "torch" or not row.get("end_to_end"):
             continue
         e = row["end_to_end"]
-        out.append({"variant": v, "model_p50_ms": row["latency"]["p50_ms"], "e2e_p50_ms": e["latency"]["p50_ms"],
-                    "ratio": e["latency"]["p50_ms"] / row["latency"]["p50_ms"], "model_share": e["model_share"],
+        model = e["model_same_rounds"]["p50_ms"]  # the model alone, timed in the same rounds as end to end
+        out.append({"variant": v, "model_p50_ms": model, "model_p50_own_phase_ms": row["latency"]["p50_ms"],
+                    "e2e_p50_ms": e["latency"]["p50_ms"], "ratio": e["vs_model"], "model_share": e["model_share"],
                     "stages_p50_ms": e["stages_p50_ms"], "stages_mean_ms": e["stages_mean_ms"]})
     return out
 
@@ -125,6 +129,54 @@ def before(rev: str, bundle: Path, photos: list[str], rig_seconds: float) -> dic
     return {"rev": rev, **old, "after_same_loops": _same_loops(REPO, bundle, photos, rig_seconds)}
 
 
+def _embedded_copy(plain: Path, work: Path) -> Path:
+    """The plain bundle's own int8 model with preprocessing embedded (edgetl.exporter.embed, as export does), as a
+    lone .onnx whose metadata says so: the same weights, so the comparison is the embedding alone."""
+    import onnx
+
+    from edgetl.exporter.embed import embed_input
+    from edgetl.runtime.bundle import META_PREFIX, read_manifest
+
+    proto = onnx.load(str(plain / "model.int8.onnx"))
+    pp = read_manifest(plain).preprocess
+    embed_input(proto, pp)
+    for p in proto.metadata_props:
+        if p.key == META_PREFIX + "embed_preprocess":
+            p.value = "true"
+    out = work / "embedded-copy.int8.onnx"
+    onnx.save(proto, str(out))
+    return out
+
+
+def embed_vs_plain(plain: Path, data: Path, work: Path, rounds: int = 12) -> dict:
+    """int8 Predictor.predict of the plain bundle against its own int8 model with preprocessing embedded, on the
+    same photos and 1280x720 frames, and each model alone, in interleaved rounds in one process (the VM drifts
+    between runs)."""
+    import itertools
+
+    import numpy as np
+
+    from edgetl.benchmark.end_to_end import camera_frames
+    from edgetl.config import FrameSource
+    from edgetl.runtime import Predictor
+    from edgetl.runtime.preprocess import load_image
+    from edgetl.runtime.timing import interleaved
+
+    photos = [p.read_bytes() for p in sorted(data.glob("*/*"))[::10][:16]]
+    frames = camera_frames([np.asarray(load_image(b)) for b in photos], (1280, 720), FrameSource.raw)
+    fns = {}
+    for name, p in (("plain", Predictor(plain, variant="int8", threads=2)),
+                    ("embedded", Predictor(_embedded_copy(plain, work), threads=2))):
+        x = p.prepare(photos[0])
+        fns[f"{name} model"] = lambda s=p.session, feed={p.input_name: x}: s.run(None, feed)
+        fns[f"{name} photo"] = lambda p=p, it=itertools.cycle(photos): p.predict(next(it))
+        fns[f"{name} 1280x720"] = lambda p=p, it=itertools.cycle(frames): p.predict(next(it))
+    ts = interleaved(list(fns.values()), rounds=rounds, settle_s=0.05)
+    return {"median_ms": {k: float(np.median(t)) for k, t in zip(fns, ts)}, "rounds": rounds,
+            "int8_model": str(plain / "model.int8.onnx"),
+            "inputs": f"{len(photos)} val photos as stored and the same as 1280x720 raw frames"}
+
+
 def main(argv=None) -> None:
     from edgetl.benchmark import bench
     from edgetl.benchmark.orchestrate import machine_info
@@ -137,9 +189,10 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--before", help="a git revision of this repository to measure the same way (e.g. 180a2ec)")
     ap.add_argument("--sustained", type=float, default=0.0, help="also a sustained run of this many seconds")
-    ap.add_argument("--embed", action="store_true", help="also an fp32 bundle with --embed-preprocess (uint8 NHWC "
-                                                         "input: normalisation inside the graph; int8 cannot embed "
-                                                         "it yet), end to end on the photos")
+    ap.add_argument("--embed", action="store_true",
+                    help="measure the bundle exported with --embed-preprocess (every variant takes uint8 frames: "
+                         "normalisation inside the graph; re-exported from --bundle's run), and compare it with the "
+                         "plain bundle end to end, interleaved in one process; writes *_embed.json")
     ap.add_argument("--parts", nargs="+", choices=("e2e", "rigs", "max", "before"), default=["e2e", "rigs", "max", "before"],
                     help="what to measure (the rest is kept from an existing --json)")
     ap.add_argument("--resampler", choices=("pillow", "opencv"), default="pillow",
@@ -147,11 +200,16 @@ def main(argv=None) -> None:
                          "bench_robot_opencv.json unless --json says otherwise")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
-    a.json = a.json or RESULTS / ("bench_robot.json" if a.resampler == "pillow" else "bench_robot_opencv.json")
+    a.json = a.json or RESULTS / ("bench_robot" + ("" if a.resampler == "pillow" else "_opencv") +
+                                  ("_embed" if a.embed else "") + ".json")
     data = SHARED / "hymenoptera" / "val"
     work = Path(tempfile.mkdtemp(prefix="edgetl-robot-"))
     t0 = time.time()
     bundle = a.bundle or lite0_bundle(work, resampler=a.resampler)
+    plain = bundle
+    if a.embed:  # the run the bundle was exported from, exported again with --embed-preprocess
+        run = Path(json.loads((bundle / "export.json").read_text())["checkpoint"]).parent
+        bundle = embedded_bundle(run, work / "embedded")
     print(f"bundle {bundle} ({time.time() - t0:.0f} s)", flush=True)
     quiet = dict(rss=False, torch_reference=False)
     doc = json.loads(a.json.read_text()) if set(a.parts) != {"e2e", "rigs", "max", "before"} and a.json.is_file() else {}
@@ -159,7 +217,11 @@ def main(argv=None) -> None:
            "cpu_flags": sorted(f for f in cpu_info()["flags"] if "avx" in f or "vnni" in f), "bundle": str(bundle),
            "data": str(data), "rig_seconds": a.rig_seconds, "repeats": a.repeats,
            "resampler": json.loads((bundle / "bundle.json").read_text())["preprocess"].get("resampler", "pillow"),
+           "embed_preprocess": json.loads((bundle / "bundle.json").read_text())["embed_preprocess"],
+           "int8_made_by": (json.loads((bundle / "export.json").read_text()).get("quantization") or {}).get("method"),
            "command": "python benchmarks/bench_robot.py " + " ".join(argv or sys.argv[1:])})
+    for part in a.parts:  # what produced each part (a later run with --parts replaces only its own)
+        doc.setdefault("commands", {})[part] = doc["command"]
     print(f"CPU: {doc['machine']['cpu']}, {doc['machine']['cores']} cores, flags {' '.join(doc['cpu_flags'])}")
 
     # 1. model vs end to end: the photos as stored, and a raw 1280x720 frame
@@ -173,16 +235,10 @@ def main(argv=None) -> None:
                   f"({e['ratio']:.2f}x; " + ", ".join(f"{s} {ms:.2f}" for s, ms in e["stages_p50_ms"].items()) + ")",
                   flush=True)
 
-    if a.embed and "e2e" in a.parts:  # normalisation folded into the graph: does it measure faster end to end?
-        from edgetl.config import ExportConfig
-        from edgetl.exporter import export
-
-        emb = export(bundle.parent, ExportConfig(embed_preprocess=True, out=work / "embedded"), force=True).path
-        r = bench(emb, BenchConfig(target="host", data=data, min_runs=200, min_time=5.0, out=work / "emb", **quiet))
-        doc["end_to_end_photos_embedded"] = _e2e(r)
-        for e in doc["end_to_end_photos_embedded"]:
-            print(f"embedded preprocessing {e['variant']}: model p50 {e['model_p50_ms']:.2f} ms, end to end "
-                  f"{e['e2e_p50_ms']:.2f} ms ({e['ratio']:.2f}x)", flush=True)
+    if a.embed and "e2e" in a.parts:  # the same int8 model with and without normalisation in the graph
+        doc["embed_vs_plain"] = embed_vs_plain(plain, data, work)
+        print("int8 end to end, plain vs embedded preprocessing (interleaved, ms): " +
+              ", ".join(f"{k} {v:.2f}" for k, v in doc["embed_vs_plain"]["median_ms"].items()), flush=True)
 
     # 2. rigs at the cameras' resolution
     rigs = []

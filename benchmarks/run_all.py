@@ -20,7 +20,7 @@ from _common import RESULTS, ROOT  # noqa: E402
 
 HERE = ROOT / "benchmarks"
 SCRIPTS = ["int8_fidelity.py", "int8_zoo.py", "bench_fidelity.py", "bench_robot.py", "bench_robot.py --resampler opencv",
-           "preprocess_parity.py", "resampler.py", "sweep_targets.py", "cold_start.py", "endurance.py",
+           "bench_robot.py --resampler opencv --embed", "preprocess_parity.py", "resampler.py", "sweep_targets.py", "cold_start.py", "endurance.py",
            "finetune_speed.py", "finetune_datasets.py"]
 
 
@@ -153,12 +153,17 @@ def _sweep_targets(d: dict) -> list[str]:
 
 def _bench_robot(d: dict) -> list[str]:
     m = d["machine"]
-    how = "" if d.get("resampler", "pillow") == "pillow" else f", trained with --resampler {d['resampler']}"
+    how = ("" if d.get("resampler", "pillow") == "pillow" else f", trained with --resampler {d['resampler']}") + \
+        (", exported with --embed-preprocess (uint8 frames in, normalisation in the graph)" if d.get("embed_preprocess") else "")
     out = [f"### Bench as the robot runs it (`bench_robot.py`, {d['date']}, efficientnet_lite0 on hymenoptera{how}, "
            f"--int8; {m['cpu']}, {m['cores']} cores, {' '.join(d.get('cpu_flags', []))})", "",
-           f"Command: `{d['command']}`. Model: the model alone on a prepared tensor, batch 1. End to end: camera "
-           f"input -> label through the device runtime (decode, resize, crop, normalize, run, softmax/top-k); p50 "
-           f"ms per stage. 2 threads.", ""]
+           "Command: " + ("; ".join(f"`{c}` ({', '.join(p for p, x in d['commands'].items() if x == c)})"
+                                    for c in dict.fromkeys(d["commands"].values())) if d.get("commands")
+                           else f"`{d['command']}`") + ". Model: the model alone on a prepared tensor, batch 1" +
+           (", timed in the same interleaved rounds as end to end (the ratio's denominator)"
+            if any("model_p50_own_phase_ms" in r for r in d.get("end_to_end_photos") or []) else "") +
+           ". End to end: camera input -> label through the device runtime (decode, resize, crop, normalize, run, "
+           "softmax/top-k); p50 ms per stage. 2 threads.", ""]
     before = d.get("before", {})
     for key, what, goal in (("end_to_end_photos", "JPEG bytes of the val photos as stored", 1.5),
                             ("end_to_end_raw_1280x720", "a raw 1280x720 frame", 1.2)):
@@ -176,12 +181,23 @@ def _bench_robot(d: dict) -> list[str]:
             "", "(*before* here: the old code's plain predict() loop; the rows beside it are bench's interleaved "
                 "rounds, where the run stage is slower than the model alone: compare before and now in the table "
                 "of same loops below.)" if before else "(no *before* run in this file)", ""]
+    ev = d.get("embed_vs_plain")
+    if ev:
+        ms = ev["median_ms"]
+        out += [f"One int8 model (the plain bundle's) with and without preprocessing in the graph (`edgetl.exporter.embed`, "
+                f"as `export --embed-preprocess` does), `Predictor.predict` interleaved in {ev['rounds']} rounds in one "
+                f"process ({ev['inputs']}); median ms:", ""]
+        out += _table(["", "plain (float input, normalize in numpy)", "embedded (uint8 frame in)", "change"],
+                      [[k, round(ms[f"plain {k}"], 2), round(ms[f"embedded {k}"], 2),
+                        f"{100 * (ms[f'embedded {k}'] / ms[f'plain {k}'] - 1):+.0f}%"] for k in ("model", "photo", "1280x720")])
+        out += [""]
     for r in d.get("end_to_end_photos_embedded") or []:
-        out += [f"Normalisation folded into the graph (`export --embed-preprocess`, fp32: int8 cannot embed it yet): "
+        out += [f"Normalisation folded into the graph (`export --embed-preprocess`, an fp32-only bundle, measured before "
+                f"int8 could embed it): "
                 f"model p50 {r['model_p50_ms']:.2f} ms, end to end {r['e2e_p50_ms']:.2f} ms ({r['ratio']:.2f}x), "
                 f"normalize stage {r['stages_p50_ms']['normalize']:.2f} ms.", ""]
-    out += [f"Camera rigs at 30 FPS, 33.3 ms deadline, {d['rig_seconds']:g} s per run after a probe of each serving "
-            f"way, {d['repeats']} runs each (the verdict is the worst run's; PASS when every stream answers 99% of "
+    out += [f"Camera rigs at 30 FPS, 33.3 ms deadline, {d['rig_seconds']:g} s per run after "
+            f"{'two probes' if d.get('commands') else 'a probe'} of each serving way, {d['repeats']} runs each (the verdict is the worst run's; PASS when every stream answers 99% of "
             f"its frames in time, dropped frames counted as misses):", ""]
     out += _table(["rig", "variant", "streams", "serving", "worst-stream p99 ms (worst run)", "missed (worst run)",
                    "runs: missed / worst p99", "status"],
@@ -349,7 +365,8 @@ def _plots(docs: dict) -> list[str]:
 
 
 RENDER = {"int8_fidelity": _int8_fidelity, "nncf_compare": _nncf_compare, "int8_zoo": _int8_zoo, "bench_fidelity": _bench_fidelity,
-          "bench_robot": _bench_robot, "bench_robot_opencv": _bench_robot, "preprocess_parity": _preprocess_parity,
+          "bench_robot": _bench_robot, "bench_robot_opencv": _bench_robot,
+          "bench_robot_opencv_embed": _bench_robot, "preprocess_parity": _preprocess_parity,
           "resampler": _resampler, "arm64_drift": _arm64_drift,
           "sweep_targets": _sweep_targets, "cold_start": _cold_start,
           "endurance": _endurance, "finetune_speed": _finetune_speed,
