@@ -14,7 +14,6 @@ IMAGENET = Preprocess(crop=8, resize=8)
 
 def _graph(quantized: bool, scale: float = 1 / 128, zero_point: int = 127, dtype=np.uint8):
     """input [N,3,8,8] float -> (QuantizeLinear -> DequantizeLinear ->) Conv 3->4 -> ReduceMean -> logits [N,4]."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -40,12 +39,13 @@ def _frames(n=6) -> np.ndarray:
     return f
 
 
-def _both(proto, pp):
+def _both(proto, pp, **kw):
+    """(what embed_input did, the float model's logits on normalised frames, the embedded one's on the frames)."""
     import onnx
 
     frames = _frames()
     before = ort_session(proto.SerializeToString()).run(None, {"input": pp.normalize(frames)})[0]
-    info = embed_input(proto, pp)
+    info = embed_input(proto, pp, **kw)
     onnx.checker.check_model(proto, full_check=True)
     sess = ort_session(proto.SerializeToString())
     inp = sess.get_inputs()[0]
@@ -121,18 +121,12 @@ def test_the_float_path_where_a_table_would_not_be_the_same_model():
     two_users.graph.node.append(helper.make_node("Shape", ["input"], ["input_shape"]))
     two_users.graph.output.append(helper.make_tensor_value_info("input_shape", 7, [4]))
     for proto, keep in ((per_axis, False), (two_users, False), (_graph(True), True)):
-        import onnx
-
-        frames = _frames()
-        before = ort_session(proto.SerializeToString()).run(None, {"input": LITE.normalize(frames)})[0]
-        info = embed_input(proto, LITE, keep_quantizer=keep)
-        onnx.checker.check_model(proto, full_check=True)
+        info, before, after = _both(proto, LITE, keep_quantizer=keep)
         assert info["method"].startswith("float")
-        np.testing.assert_array_equal(ort_session(proto.SerializeToString()).run(None, {"input": frames})[0], before)
+        np.testing.assert_array_equal(after, before)
 
 
 def test_names_the_graph_already_uses_are_not_reused():
-    import onnx
     from onnx import helper
 
     proto = _graph(False)

@@ -55,9 +55,7 @@ def quantize_table(pp: Preprocess, scale: np.ndarray, zero_point: np.ndarray) ->
         [onnx.numpy_helper.from_array(np.asarray(scale, np.float32), "s"),
          onnx.numpy_helper.from_array(np.asarray(zero_point), "z")])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    grey = np.repeat(np.arange(256, dtype=np.uint8)[:, None, None], 3, axis=2)  # [256, 1, 3]: every level
-    floats = pp.normalize(grey)[:, :, 0]  # [3, 256], Preprocess's own floats
-    return ort_session(m.SerializeToString()).run(None, {"x": floats})[0]
+    return ort_session(m.SerializeToString()).run(None, {"x": pp.levels})[0]
 
 
 def _input_quantizer(graph):
@@ -170,6 +168,7 @@ def embed_variants(stage: Path, src: Source, progress: Progress, *, keep_quantiz
     ``keep_quantizer``: see ``embed_input`` (the tensorrt preset)."""
     import onnx
 
+    from ..quantization.recipes import logits
     from .onnx_graph import check_onnx
 
     out = {}
@@ -177,10 +176,10 @@ def embed_variants(stage: Path, src: Source, progress: Progress, *, keep_quantiz
     with progress.task("embed preprocessing in the graph", total=len(present)) as adv:
         for v, f in present:
             proto = onnx.load(str(stage / f))
-            before = _logits(proto.SerializeToString(), src.floats)
+            before = logits(proto.SerializeToString(), src.floats)
             info = embed_input(proto, src.pp, keep_quantizer=keep_quantizer)
             proto = check_onnx(proto, f"{src.ck_path} ({v}, preprocessing embedded)")
-            after = _logits(proto.SerializeToString(), src.frames)
+            after = logits(proto.SerializeToString(), src.frames)
             diff = float(np.max(np.abs(after - before)))
             agree = float(np.mean(after.argmax(1) == before.argmax(1)))
             tol = EMBED_TOLERANCE * max(1.0, float(np.max(np.abs(before))))
@@ -193,9 +192,3 @@ def embed_variants(stage: Path, src: Source, progress: Progress, *, keep_quantiz
             adv(1)
     return out
 
-
-def _logits(model: bytes, x: np.ndarray) -> np.ndarray:
-    from ..runtime import ort_session
-
-    sess = ort_session(model)
-    return np.concatenate([sess.run(None, {INPUT: x[i:i + 16]})[0] for i in range(0, len(x), 16)])

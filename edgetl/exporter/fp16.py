@@ -9,7 +9,6 @@ import numpy as np
 
 from .._progress import Progress
 from ..errors import ArtifactError
-from ..runtime import ort_session
 from ..runtime.bundle import VARIANT_FILES
 from ..runtime.metrics import parity_figures, top1
 from .onnx_graph import check_onnx
@@ -30,6 +29,8 @@ def fp16_variant(src: Source, stage: Path, ref: np.ndarray, n_ref: int, progress
     import torch
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
+    from ..quantization.recipes import logits
+
     out = stage / VARIANT_FILES["fp16"]
     with progress.task("fp16 export and parity vs torch float16", total=2) as adv:
         proto = convert_float_to_float16(onnx.load(str(stage / VARIANT_FILES["fp32"])), keep_io_types=True)
@@ -39,8 +40,7 @@ def fp16_variant(src: Source, stage: Path, ref: np.ndarray, n_ref: int, progress
         model16 = copy.deepcopy(src.model).half()
         ref16 = np.concatenate([model16(torch.from_numpy(src.floats[i:i + 16]).half()).float().numpy()
                                 for i in range(0, len(src.floats), 16)])
-        sess = ort_session(out)  # on a CPU without float16 kernels onnxruntime computes each op in float32
-        got = np.concatenate([sess.run(None, {"input": src.floats[i:i + 16]})[0] for i in range(0, len(src.floats), 16)])
+        got = logits(out, src.floats)  # on a CPU without float16 kernels onnxruntime computes each op in float32
         adv(1)
     fig = parity_figures(ref16, got)
     vs_fp32 = parity_figures(ref, got)

@@ -109,13 +109,13 @@ def fp32_parity(src: Source, cfg: ExportConfig, onnx_path: Path, progress: Progr
     """(figures, torch logits, onnxruntime logits) on the held-out images; raises past the tolerance."""
     import torch
 
-    inputs = src.floats
-    with progress.task("fp32 parity vs torch", total=len(inputs)) as adv:
+    from ..quantization.recipes import logits
+
+    with progress.task("fp32 parity vs torch", total=len(src.floats)) as adv:
         ref = np.concatenate([src.model(torch.from_numpy(src.floats[i:i + 16])).numpy()
                               for i in range(0, len(src.floats), 16)])
-        sess = ort_session(onnx_path)
-        got = np.concatenate([sess.run(None, {"input": inputs[i:i + 16]})[0] for i in range(0, len(inputs), 16)])
-        adv(len(inputs))
+        got = logits(onnx_path, src.floats)
+        adv(len(src.floats))
     fp32 = parity_figures(ref, got)
     fp32.update(tolerance=cfg.tolerance, images=str(src.data_dir), top1_torch=top1(ref, src.y),
                 top1_onnx=top1(got, src.y))

@@ -104,6 +104,11 @@ class Preprocess:
         lut = (levels[None, :] - np.asarray(self.mean, np.float32)[:, None]) / np.asarray(self.std, np.float32)[:, None]
         object.__setattr__(self, "_lut", np.ascontiguousarray(lut, dtype=np.float32))
 
+    @property
+    def levels(self) -> np.ndarray:
+        """[3, 256] float32: channel c's normalised value of each grey level (what ``normalize`` looks up)."""
+        return self._lut
+
     def to_dict(self) -> dict:
         """The fields; ``resampler`` only when it is not the default, so a PIL model's preprocessing reads the
         same as before the field existed (older readers, cache keys)."""
