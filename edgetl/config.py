@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ._config import coerce_enums
 from .errors import ConfigError
-from .runtime.preprocess import Preprocess
+from .runtime.preprocess import Preprocess, require_opencv
 from .targets import get_target, parse_frame_size
 
 
@@ -142,8 +142,6 @@ class FinetuneConfig:
         if self.image_size and self.image_size != pp.crop:
             pp = dataclasses.replace(pp, crop=self.image_size, resize=round(self.image_size * pp.resize / pp.crop))
         if self.resampler != Resampler.pillow:
-            from .runtime.preprocess import require_opencv
-
             require_opencv()
             pp = dataclasses.replace(pp, resampler=self.resampler.value)
         return pp

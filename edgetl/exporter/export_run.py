@@ -37,7 +37,6 @@ from ..runtime.bundle import (
     MANIFEST,
     VARIANT_FILES,
     file_entry,
-    format_version,
 )
 from ..runtime.preprocess import require_opencv
 from .embed import embed_variants
@@ -90,9 +89,8 @@ def export(run: str | Path, cfg: ExportConfig | None = None, *, force: bool = Fa
             simplify_info = to_onnx(src, cfg, stage, ck_sha, progress)
             fp32, ref, got = fp32_parity(src, cfg, stage / VARIANT_FILES["fp32"], progress)
             n_ref = min(8, len(src.inputs))
-            photo = {} if src.photo is None else {"photo": src.photo, "photo_frame": src.pp.frame(src.photo)}
             np.savez(stage / "parity.npz", inputs=src.inputs[:n_ref], logits=ref[:n_ref].astype(np.float32),
-                     labels=src.y[:n_ref], **photo)
+                     labels=src.y[:n_ref], photo=src.photo, photo_frame=src.pp.frame(src.photo))
             parity, quant = {"fp32": fp32}, None
             if cfg.int8:
                 quant = int8_variant(src, cfg, stage, got, ck_sha, progress)
@@ -126,7 +124,7 @@ def _write_manifest(stage: Path, src: Source, cfg: ExportConfig, ck_sha: str, *,
     files["export.json"] = file_entry(stage / "export.json")
     shape_in = ["batch", *src.inputs.shape[1:]]
     write_json(stage / MANIFEST, {
-        "format": BUNDLE_FORMAT, "format_version": format_version(parity, src.pp),
+        "format": BUNDLE_FORMAT, "format_version": src.format_version,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "created_by": {"edgetl": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                        "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),

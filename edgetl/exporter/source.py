@@ -33,7 +33,7 @@ class Source:
     floats: np.ndarray  # float32 [N, 3, H, W], normalised
     y: np.ndarray  # labels [N]
     data_dir: Path
-    photo: np.ndarray | None = None  # uint8 HxWx3: a region of one held-out photo as decoded, for verify's resize check
+    photo: np.ndarray  # uint8 HxWx3: a region of one held-out photo as decoded, for verify's resize check
     format_version: int = 1  # the bundle's (1 unless it will hold fp16): every model's metadata carries it
 
     @property

@@ -36,7 +36,7 @@ def checkpoint_dict(model: nn.Module, *, config: dict, labels, weights_source: s
     """What best.pt holds: the weights and everything needed to rebuild and re-export them."""
     return {
         # 1 unless the preprocessing needs a newer reader (one that drops 'resampler' would export PIL frames)
-        "format": FORMAT, "format_version": 2 if preprocess.get("resampler", "pillow") != "pillow" else 1,
+        "format": FORMAT, "format_version": VERSION if "resampler" in preprocess else 1,
         "edgetl_version": __version__,
         "backbone": config["backbone"], "weights": config["weights"], "weights_source": weights_source,
         "num_classes": len(labels), "labels": list(labels), "head_dropout": config["head_dropout"],
