@@ -12,29 +12,25 @@ SHARED = ROOT.parent / "shared" / "datasets"
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def lite0_bundle(work: Path, dataset: str = "hymenoptera", fp16: bool = False, resampler: str = "pillow",
-                 embed: bool = False) -> Path:
+def lite0_bundle(work: Path, dataset: str = "hymenoptera", fp16: bool = False, resampler: str = "pillow") -> Path:
     """efficientnet_lite0 (real ImageNet weights) fine-tuned with the default linear probe, exported
     with --int8 (accuracy gate off: these benchmarks measure speed), and --fp16 when asked; images resized
-    by ``resampler`` (finetune --resampler); ``embed``: --embed-preprocess (every variant takes uint8 frames)."""
-    from edgetl.config import ExportConfig
-    from edgetl.exporter import export
+    by ``resampler`` (finetune --resampler)."""
     from edgetl.config import FinetuneConfig
     from edgetl.training import finetune
 
     run = finetune(FinetuneConfig(data=SHARED / dataset, backbone="efficientnet_lite0", out=work / "run",
                                   resampler=resampler), force=True)
-    return embedded_bundle(run.out, run.out / "bundle", fp16=fp16) if embed else \
-        export(run.out, ExportConfig(int8=True, fp16=fp16, max_drop=100.0, min_agreement=0.0), force=True).path
+    return speed_export(run.out, fp16=fp16)
 
 
-def embedded_bundle(run: Path, out: Path, fp16: bool = False) -> Path:
-    """The run exported as ``lite0_bundle`` does, with --embed-preprocess."""
+def speed_export(run: Path, **cfg) -> Path:
+    """The run exported with --int8, accuracy gate off (these benchmarks measure speed), and ``cfg``'s other
+    ExportConfig fields (e.g. embed_preprocess=True, out=...)."""
     from edgetl.config import ExportConfig
     from edgetl.exporter import export
 
-    return export(run, ExportConfig(int8=True, fp16=fp16, max_drop=100.0, min_agreement=0.0, embed_preprocess=True,
-                                    out=out), force=True).path
+    return export(run, ExportConfig(int8=True, max_drop=100.0, min_agreement=0.0, **cfg), force=True).path
 
 
 def interleaved_median_ms(fns: dict, rounds: int) -> dict[str, float]:

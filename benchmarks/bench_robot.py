@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, SHARED, embedded_bundle, lite0_bundle, save  # noqa: E402
+from _common import RESULTS, SHARED, lite0_bundle, save, speed_export  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = "1280x720"
@@ -135,14 +135,10 @@ def _embedded_copy(plain: Path, work: Path) -> Path:
     import onnx
 
     from edgetl.exporter.embed import embed_input
-    from edgetl.runtime.bundle import META_PREFIX, read_manifest
+    from edgetl.runtime.bundle import read_manifest
 
     proto = onnx.load(str(plain / "model.int8.onnx"))
-    pp = read_manifest(plain).preprocess
-    embed_input(proto, pp)
-    for p in proto.metadata_props:
-        if p.key == META_PREFIX + "embed_preprocess":
-            p.value = "true"
+    embed_input(proto, read_manifest(plain).preprocess)  # (its metadata then says it takes frames)
     out = work / "embedded-copy.int8.onnx"
     onnx.save(proto, str(out))
     return out
@@ -157,6 +153,7 @@ def embed_vs_plain(plain: Path, data: Path, work: Path, rounds: int = 12) -> dic
     import numpy as np
 
     from edgetl.benchmark.end_to_end import camera_frames
+    from edgetl.benchmark.model_rows import model_call
     from edgetl.config import FrameSource
     from edgetl.runtime import Predictor
     from edgetl.runtime.preprocess import load_image
@@ -168,7 +165,7 @@ def embed_vs_plain(plain: Path, data: Path, work: Path, rounds: int = 12) -> dic
     for name, p in (("plain", Predictor(plain, variant="int8", threads=2)),
                     ("embedded", Predictor(_embedded_copy(plain, work), threads=2))):
         x = p.prepare(photos[0])
-        fns[f"{name} model"] = lambda s=p.session, feed={p.input_name: x}: s.run(None, feed)
+        fns[f"{name} model"] = model_call(p, x)
         fns[f"{name} photo"] = lambda p=p, it=itertools.cycle(photos): p.predict(next(it))
         fns[f"{name} 1280x720"] = lambda p=p, it=itertools.cycle(frames): p.predict(next(it))
     ts = interleaved(list(fns.values()), rounds=rounds, settle_s=0.05)
@@ -182,6 +179,7 @@ def main(argv=None) -> None:
     from edgetl.benchmark.orchestrate import machine_info
     from edgetl.config import BenchConfig
     from edgetl.runtime.cpu import cpu_info
+    from edgetl.runtime.bundle import read_manifest
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path, help="a bundle (default: Lite0 on hymenoptera, exported here)")
@@ -209,16 +207,16 @@ def main(argv=None) -> None:
     plain = bundle
     if a.embed:  # the run the bundle was exported from, exported again with --embed-preprocess
         run = Path(json.loads((bundle / "export.json").read_text())["checkpoint"]).parent
-        bundle = embedded_bundle(run, work / "embedded")
+        bundle = speed_export(run, embed_preprocess=True, out=work / "embedded")
     print(f"bundle {bundle} ({time.time() - t0:.0f} s)", flush=True)
     quiet = dict(rss=False, torch_reference=False)
     doc = json.loads(a.json.read_text()) if set(a.parts) != {"e2e", "rigs", "max", "before"} and a.json.is_file() else {}
+    m = read_manifest(bundle)
     doc.update({"date": datetime.date.today().isoformat(), "machine": machine_info(),
            "cpu_flags": sorted(f for f in cpu_info()["flags"] if "avx" in f or "vnni" in f), "bundle": str(bundle),
            "data": str(data), "rig_seconds": a.rig_seconds, "repeats": a.repeats,
-           "resampler": json.loads((bundle / "bundle.json").read_text())["preprocess"].get("resampler", "pillow"),
-           "embed_preprocess": json.loads((bundle / "bundle.json").read_text())["embed_preprocess"],
-           "int8_made_by": (json.loads((bundle / "export.json").read_text()).get("quantization") or {}).get("method"),
+           "resampler": m.preprocess.resampler, "embed_preprocess": m.embed_preprocess,
+           "int8_made_by": (m.quantization or {}).get("method"),
            "command": "python benchmarks/bench_robot.py " + " ".join(argv or sys.argv[1:])})
     for part in a.parts:  # what produced each part (a later run with --parts replaces only its own)
         doc.setdefault("commands", {})[part] = doc["command"]

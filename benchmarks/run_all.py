@@ -197,7 +197,7 @@ def _bench_robot(d: dict) -> list[str]:
                 f"model p50 {r['model_p50_ms']:.2f} ms, end to end {r['e2e_p50_ms']:.2f} ms ({r['ratio']:.2f}x), "
                 f"normalize stage {r['stages_p50_ms']['normalize']:.2f} ms.", ""]
     out += [f"Camera rigs at 30 FPS, 33.3 ms deadline, {d['rig_seconds']:g} s per run after "
-            f"{'two probes' if d.get('commands') else 'a probe'} of each serving way, {d['repeats']} runs each (the verdict is the worst run's; PASS when every stream answers 99% of "
+            f"{'two probes' if 'rigs' in d.get('commands', {}) else 'a probe'} of each serving way, {d['repeats']} runs each (the verdict is the worst run's; PASS when every stream answers 99% of "
             f"its frames in time, dropped frames counted as misses):", ""]
     out += _table(["rig", "variant", "streams", "serving", "worst-stream p99 ms (worst run)", "missed (worst run)",
                    "runs: missed / worst p99", "status"],

@@ -152,8 +152,6 @@ def test_verify_checks_this_machines_resize_of_a_held_out_photo(opencv_run, monk
 
 
 def test_opencv_threads_are_set_inside_the_block_and_restored_after():
-    import cv2
-
     from edgetl.runtime.preprocess import opencv_threads
 
     before = cv2.getNumThreads()

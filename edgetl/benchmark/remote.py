@@ -36,12 +36,9 @@ from ..errors import DataError
 log = logging.getLogger(__name__)
 
 
-def _bench_files(bundle_dir: Path, cfg: BenchConfig) -> tuple[dict[str, Path], str | None, tuple[str, ...]]:
+def _bench_files(bundle_dir: Path, m, cfg: BenchConfig) -> tuple[dict[str, Path], str | None, tuple[str, ...]]:
     """The bundle's files and the images bench will score (what the device needs), how those images
     were chosen, and the class folders (every one, even a class --max-images left empty)."""
-    from ..runtime.bundle import read_manifest
-
-    m = read_manifest(bundle_dir)
     files = {f"bundle/{name}": bundle_dir / name for name in m.files} | {"bundle/bundle.json": bundle_dir / "bundle.json"}
     how, dirs = None, ()
     if cfg.data is not None:
@@ -116,10 +113,10 @@ def bench_on(dev: Remote, model: str | Path, cfg: BenchConfig | None = None, *, 
 
     cfg = cfg or BenchConfig()
     progress = progress or SILENT
-    bundle_dir, _, _ = resolve_model(Path(model).expanduser())
+    bundle_dir, _, m = resolve_model(Path(model).expanduser())
     if bundle_dir is None:
         raise DataError(f"bench --on needs a bundle folder (edgetl export writes one), not {model}")
-    files, how, dirs = _bench_files(bundle_dir, cfg)  # every local path checked before anything is sent
+    files, how, dirs = _bench_files(bundle_dir, m, cfg)  # every local path checked before anything is sent
     local_wheel = this_wheel(wheel) if install_missing else None
     dev = dev.resolved()
     try:

@@ -25,7 +25,7 @@ import numpy as np
 
 from .._progress import Progress
 from ..errors import ArtifactError
-from ..runtime.bundle import VARIANT_FILES
+from ..runtime.bundle import META_PREFIX, VARIANT_FILES
 from ..runtime.preprocess import Preprocess
 from .source import Source
 
@@ -134,6 +134,9 @@ def embed_input(proto, pp: Preprocess, *, keep_quantizer: bool = False) -> dict:
     graph.input.insert(0, helper.make_tensor_value_info(INPUT, TensorProto.UINT8, [batch, h, w, 3]))
     for n in reversed(nodes):
         graph.node.insert(0, n)
+    for p in proto.metadata_props:  # an edgetl model now says what it takes
+        if p.key == META_PREFIX + "embed_preprocess":
+            p.value = "true"
     return info
 
 
